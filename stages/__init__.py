@@ -1,0 +1,1 @@
+"""Cats vs. dogs with small data: the DVC pipeline's stages and their shared modules."""

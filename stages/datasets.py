@@ -1,0 +1,154 @@
+"""Input pipelines from decoded arrays (images are decoded once, by `split`).
+
+Training batches are a pure function of (seed, epoch): epoch e visits the examples in the
+order `stateless_shuffle(seed, e)` and augments example i with the uniforms drawn for
+(seed, e) at row i. Hence a run resumed at epoch e sees exactly the batches it would have
+seen, and copy k of the augmentation bank is exactly what the online path produces in
+epoch k.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from stages.augment import N_UNIFORMS, augment
+from stages.params import UserError
+
+ARRAYS_DIR = Path("data/split/arrays")
+SPLITS = ("train", "validation", "test")
+PARALLEL = os.cpu_count() or 1
+
+
+def load_arrays(path: Path | str) -> dict[str, np.ndarray]:
+    """Read an .npz written by this project (no pickles allowed)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: run the stage that makes it (dvc repro)") from None
+
+
+def load_split(name: str, directory: Path = ARRAYS_DIR) -> dict[str, np.ndarray]:
+    """{'images': (N, S, S, 3) uint8, 'labels': (N,) uint8, 'files': (N,) str} of a split."""
+    return load_arrays(directory / f"{name}.npz")
+
+
+def _options() -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = True
+    # Autotune halved training speed after the first epoch on 2 cores: fixed parallelism.
+    options.autotune.enabled = False
+    return options
+
+
+def epoch_order(n: int, seed: int, epoch) -> tf.Tensor:
+    return tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([tf.cast(seed, tf.int64), 2 * tf.cast(epoch, tf.int64)]))
+
+
+def epoch_uniforms(n: int, seed: int, epoch) -> tf.Tensor:
+    """The (n, N_UNIFORMS) augmentation draws of one epoch, one row per example."""
+    s = tf.stack([tf.cast(seed, tf.int64), 2 * tf.cast(epoch, tf.int64) + 1])
+    return tf.random.stateless_uniform([n, N_UNIFORMS], seed=s)
+
+
+def training_batches(
+    n: int,
+    labels: np.ndarray,
+    batch_size: int,
+    seed: int,
+    epochs: int,
+    make_batch: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+    start_epoch: int = 0,
+) -> tuple[tf.data.Dataset, int]:
+    """Batches for epochs start_epoch..epochs-1 in one stream, and the steps per epoch.
+
+    make_batch(epoch, indices) returns the model inputs for those example indices.
+    """
+    labels_t = tf.constant(labels, tf.float32)
+
+    def epoch_indices(epoch):
+        batches = tf.data.Dataset.from_tensor_slices(epoch_order(n, seed, epoch)).batch(batch_size)
+        return batches.map(lambda idx: (epoch, idx))
+
+    ds = tf.data.Dataset.range(start_epoch, epochs).flat_map(epoch_indices)
+    ds = ds.map(
+        lambda epoch, idx: (make_batch(epoch, idx), tf.gather(labels_t, idx)),
+        num_parallel_calls=PARALLEL,
+    )
+    return ds.prefetch(2).with_options(_options()), math.ceil(n / batch_size)
+
+
+def plain_inputs(inputs: np.ndarray) -> Callable:
+    """make_batch for un-augmented inputs (images or features)."""
+    table = tf.constant(inputs)
+    return lambda epoch, idx: tf.cast(tf.gather(table, idx), tf.float32)
+
+
+def augmented_images(images: np.ndarray, seed: int, aug_cfg: dict) -> Callable:
+    """make_batch that augments each image afresh every epoch (the online path)."""
+    table = tf.constant(images)
+    n = len(images)
+
+    def make_batch(epoch, idx):
+        uniforms = tf.gather(epoch_uniforms(n, seed, epoch), idx)
+        return augment(tf.gather(table, idx), uniforms, aug_cfg)
+
+    return make_batch
+
+
+def bank_inputs(bank: np.ndarray, n: int) -> Callable:
+    """make_batch reading the augmentation bank: epoch e uses copy e mod K."""
+    table = tf.constant(bank)
+    copies = len(bank) // n
+
+    def make_batch(epoch, idx):
+        rows = tf.cast(epoch % copies, tf.int32) * n + tf.cast(idx, tf.int32)
+        return tf.cast(tf.gather(table, rows), tf.float32)
+
+    return make_batch
+
+
+def eval_batches(inputs: np.ndarray, labels: np.ndarray | None, batch_size: int) -> tf.data.Dataset:
+    """Un-shuffled, un-augmented batches for validation, evaluation and feature extraction."""
+    ds = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
+    ds = ds.map(lambda x: tf.cast(x, tf.float32), num_parallel_calls=PARALLEL)
+    if labels is not None:
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(labels.astype(np.float32)).batch(batch_size))
+    return ds.prefetch(2).with_options(_options())
+
+
+def run_model(model_fn, batches: tf.data.Dataset, n: int, out_shape, dtype) -> np.ndarray:
+    """Apply model_fn to every batch, writing into one preallocated array (no 2x peak)."""
+    out = np.empty((n, *out_shape), dtype=dtype)
+    step = tf.function(model_fn)
+    start = 0
+    for x in batches:
+        y = step(x).numpy()
+        out[start : start + len(y)] = y
+        start += len(y)
+    return out
+
+
+def build_bank(prefix, images: np.ndarray, copies: int, seed: int, aug_cfg: dict, batch_size: int) -> np.ndarray:
+    """Push `copies` augmented versions of every image through the frozen prefix once.
+
+    Rows k*n .. k*n+n-1 hold copy k, augmented with epoch k's uniforms, so copy k equals
+    what the online path feeds the prefix in epoch k.
+    """
+    n = len(images)
+    table = tf.constant(images)
+
+    def copy_batches(k):
+        uniforms = epoch_uniforms(n, seed, k)
+        starts = tf.data.Dataset.range(0, n, batch_size)
+        return starts.map(lambda s: augment(table[s : s + batch_size], uniforms[s : s + batch_size], aug_cfg))
+
+    batches = tf.data.Dataset.range(copies).flat_map(copy_batches).prefetch(2).with_options(_options())
+    np_dtype = tf.dtypes.as_dtype(prefix.output.dtype).as_numpy_dtype  # bf16 stays bf16
+    return run_model(lambda x: prefix(x, training=False), batches, copies * n, prefix.output.shape[1:], np_dtype)

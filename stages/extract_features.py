@@ -1,0 +1,58 @@
+"""Stage `extract_features`: run the frozen VGG16 conv base once over every split and save
+its output (4x4x512 at 150 px) with the labels, for `train_feature_clf`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stages import params as P
+
+WEIGHTS_FILE = Path("data/weights/vgg16_notop.weights.h5")
+FEATURES_DIR = Path("data/features")
+METRICS_FILE = Path("metrics/extract_features.json")
+
+
+def main() -> None:
+    started = time.perf_counter()
+    params = P.load("train", "vgg16", "extract_features")
+    batch = params["extract_features"]["batch_size"]
+
+    from stages import datasets as D, models as M, training as T
+    from stages.outputs import atomic_dir, write_json
+
+    T.configure(params["train"])
+    seconds, images = 0.0, 0
+    with atomic_dir(FEATURES_DIR) as out:
+        for name in D.SPLITS:
+            split = D.load_split(name)
+            if name == "train":
+                conv_base = M.vgg16_conv_base(WEIGHTS_FILE, split["images"].shape[1])
+                extractor = M.vgg16_extractor(conv_base, params["vgg16"]["preprocessing"])
+            t = time.perf_counter()
+            features = D.run_model(
+                lambda x: extractor(x, training=False),
+                D.eval_batches(split["images"], None, batch),
+                len(split["images"]),
+                extractor.output.shape[1:],
+                np.float32,
+            )
+            seconds += time.perf_counter() - t
+            images += len(features)
+            np.savez(out / f"{name}.npz", features=features, labels=split["labels"], files=split["files"])
+            print(f"{name}: features {features.shape}")
+    write_json(
+        METRICS_FILE,
+        {
+            "images": images,
+            "images_per_second": round(images / seconds, 1),
+            "feature_size": int(np.prod(extractor.output.shape[1:])),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+        },
+    )
+
+
+if __name__ == "__main__":
+    P.run_stage(main)

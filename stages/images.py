@@ -1,0 +1,112 @@
+"""Image files: recognising labelled names, checking that each file is a usable image,
+and decoding it once to a fixed-size RGB array.
+
+Real collections are dirty (the PetImages archive holds zero-byte files, non-JPEGs,
+`Thumbs.db`, truncated JPEGs), so `check_image` decodes every file fully and says why a file
+is rejected instead of letting TensorFlow die on it mid-epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+CLASSES = ("cat", "dog")  # label 0 = cat, 1 = dog, as image_dataset_from_directory sorts
+FORMATS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp"}
+MAX_PIXELS = 50_000_000  # decompression-bomb guard: the largest Kaggle photo has 0.8 Mpx
+MIN_SIDE = 8  # smaller than this carries no class information
+
+_KAGGLE_NAME = re.compile(r"^(cat|dog)\.(\d+)\.[A-Za-z]+$", re.IGNORECASE)
+_NUMBERED_NAME = re.compile(r"^(\d+)\.[A-Za-z]+$")
+_CLASS_FOLDERS = {"cat": "cat", "cats": "cat", "dog": "dog", "dogs": "dog"}
+
+
+@dataclass(frozen=True)
+class Labelled:
+    label: str  # "cat" or "dog"
+    id: int
+
+
+def parse_name(path: Path) -> Labelled | None:
+    """Label and id from a Kaggle name (`cat.12.jpg`) or a class folder (`Cat/12.jpg`)."""
+    m = _KAGGLE_NAME.match(path.name)
+    if m:
+        return Labelled(m.group(1).lower(), int(m.group(2)))
+    m = _NUMBERED_NAME.match(path.name)
+    folder = _CLASS_FOLDERS.get(path.parent.name.lower())
+    if m and folder:
+        return Labelled(folder, int(m.group(1)))
+    return None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    mode: str
+    width: int
+    height: int
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_image(path: Path) -> tuple[ImageInfo | None, str | None]:
+    """Decode `path` fully; return (info, None) if usable, else (None, reason)."""
+    if path.stat().st_size == 0:
+        return None, "empty file (0 bytes)"
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that: make it an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                fmt, mode, (w, h) = im.format, im.mode, im.size
+                if fmt not in FORMATS:
+                    return None, f"unsupported image format {fmt}"
+                if w * h > MAX_PIXELS:
+                    return None, f"too large: {w}x{h} pixels (limit {MAX_PIXELS})"
+                if min(w, h) < MIN_SIDE:
+                    return None, f"too small: {w}x{h} pixels (minimum side {MIN_SIDE})"
+                im.load()
+    except UnidentifiedImageError:
+        return None, "not an image (Pillow cannot identify it)"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return None, f"decompression bomb: {e}"
+    except (OSError, SyntaxError, ValueError) as e:
+        return None, f"corrupt or truncated image: {e}"
+    return ImageInfo(fmt, mode, w, h), None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow image as 8-bit RGB: EXIF orientation applied, alpha composited on white."""
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit grayscale: scale to 8 bits instead of letting convert() clip at 255.
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if a.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(a / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        im = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im)
+    return im.convert("RGB")
+
+
+def decode_resized(path: Path, size: int) -> np.ndarray:
+    """The image at `path` as a (size, size, 3) uint8 array (bilinear, aspect not kept,
+    as Keras' image loaders do)."""
+    with Image.open(path) as im:
+        rgb = to_rgb(im)
+        return np.asarray(rgb.resize((size, size), Image.BILINEAR), dtype=np.uint8)

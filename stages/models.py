@@ -1,0 +1,143 @@
+"""The study's models. Every saved model takes raw RGB pixels (0-255) and returns P(dog):
+preprocessing is a layer inside the model, augmentation happens in the input pipeline,
+so evaluation and users feed all models the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from keras import layers, ops
+
+from stages.params import UserError
+
+VGG16_NOTOP_PARAMS = 14_714_688
+IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="catsdogs")
+class VGG16Preprocessing(layers.Layer):
+    """`imagenet`: RGB to BGR minus the ImageNet mean, as VGG16 was trained
+    (keras.applications.vgg16.preprocess_input); `rescale`: RGB/255, as Chollet fed it."""
+
+    def __init__(self, mode: str = "imagenet", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("imagenet", "rescale"):
+            raise ValueError(f"VGG16Preprocessing mode must be imagenet or rescale, got {mode!r}")
+        self.mode = mode
+
+    def call(self, x):
+        x = ops.cast(x, self.compute_dtype)
+        if self.mode == "rescale":
+            return x / 255.0
+        return ops.flip(x, axis=-1) - ops.convert_to_tensor(IMAGENET_MEAN_BGR, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def sigmoid_output(x):
+    # The last layer and the loss stay float32 under mixed precision (numerically safe).
+    return layers.Dense(1, activation="sigmoid", dtype="float32", name="p_dog")(x)
+
+
+def custom_convnet(image_size: int, dropout: float) -> keras.Model:
+    """Chollet's small convnet (Deep Learning with Python, 5.2)."""
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = layers.Rescaling(1.0 / 255)(inputs)
+    for filters in (32, 64, 128, 128):
+        x = layers.Conv2D(filters, 3, activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    x = layers.Dense(512, activation="relu")(x)
+    return keras.Model(inputs, sigmoid_output(x), name="custom_convnet")
+
+
+def vgg16_conv_base(weights: Path | str, image_size: int | None = None) -> keras.Model:
+    """The VGG16 convolutional base with the given Keras-format weights file."""
+    shape = (image_size, image_size, 3) if image_size else None
+    return keras.applications.VGG16(weights=str(weights), include_top=False, input_shape=shape)
+
+
+def convert_vgg16_weights(src: Path, dst: Path) -> None:
+    """Load a VGG16 notop weights file (Keras 3 `.weights.h5` or legacy `.h5`) into the
+    real architecture, which proves it fits, and save it in Keras 3 format at dst."""
+    src = Path(src)
+    try:
+        # Keras picks the reader by file name: *.weights.h5 is its own format, any other
+        # *.h5 the legacy (Keras 2) format, which is what Keras' URL serves; so the name
+        # a file is downloaded under matters.
+        conv_base = keras.applications.VGG16(weights=None, include_top=False)
+        conv_base.load_weights(str(src))
+    except Exception as e:
+        raise UserError(f"download.vgg16_weights: {src} is not a VGG16 notop weights file: {e}") from None
+    if conv_base.count_params() != VGG16_NOTOP_PARAMS:
+        raise UserError(f"download.vgg16_weights: {src} has {conv_base.count_params()} params, expected {VGG16_NOTOP_PARAMS}")
+    conv_base.save_weights(str(dst))
+
+
+def vgg16_extractor(conv_base: keras.Model, preprocessing: str) -> keras.Model:
+    """Raw pixels -> VGG16 features."""
+    inputs = keras.Input(conv_base.input_shape[1:], name="image")
+    x = VGG16Preprocessing(preprocessing, name="vgg16_preprocessing")(inputs)
+    return keras.Model(inputs, conv_base(x), name="vgg16_extractor")
+
+
+def dense_head(x, dense_units: int, dropout: float):
+    """Chollet's classifier on top of VGG16 features."""
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(dense_units, activation="relu", name="dense")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    return sigmoid_output(x)
+
+
+def feature_classifier(feature_shape, dense_units: int, dropout: float) -> keras.Model:
+    inputs = keras.Input(feature_shape, name="vgg16_features")
+    return keras.Model(inputs, dense_head(inputs, dense_units, dropout), name="feature_classifier")
+
+
+def vgg16_with_head(conv_base: keras.Model, preprocessing: str, dense_units: int, dropout: float) -> keras.Model:
+    """Raw pixels -> preprocessing -> frozen VGG16 conv base -> dense head, as one flat chain
+    of layers (not a nested model), so the frozen prefix can be cut off for the bank."""
+    conv_base.trainable = False
+    inputs = keras.Input(conv_base.input_shape[1:], name="image")
+    x = VGG16Preprocessing(preprocessing, name="vgg16_preprocessing")(inputs)
+    for layer in conv_base.layers[1:]:
+        x = layer(x)
+    return keras.Model(inputs, dense_head(x, dense_units, dropout), name="vgg16_classifier")
+
+
+def unfreeze(model: keras.Model, names: list[str]) -> None:
+    """Make exactly the named layers trainable (everything else frozen)."""
+    known = {layer.name for layer in model.layers}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise UserError(f"finetune.unfreeze: no layer named {missing[0]!r}; VGG16 layers are e.g. block5_conv1")
+    head = False
+    for layer in model.layers:
+        head = head or layer.name == "flatten"
+        layer.trainable = head or layer.name in names
+
+
+def split_frozen_prefix(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """Cut a chain model before its first layer with trainable weights.
+
+    Returns (prefix, suffix): prefix maps raw images to the last frozen activation, suffix
+    maps that activation to P(dog) with the same layer objects, so training the suffix
+    trains the model. suffix(prefix(x)) == model(x).
+    """
+    chain = model.layers[1:]  # skip the InputLayer
+    first = next(i for i, layer in enumerate(chain) if layer.trainable_weights)
+    prefix = keras.Model(model.input, chain[first - 1].output, name="frozen_prefix")
+    inputs = keras.Input(prefix.output.shape[1:], name="frozen_features")
+    x = inputs
+    for layer in chain[first:]:
+        x = layer(x)
+    return prefix, keras.Model(inputs, x, name="trainable_suffix")
+
+
+def load(path: Path | str) -> keras.Model:
+    """Load a saved model in safe mode (no arbitrary code)."""
+    return keras.models.load_model(path, safe_mode=True)

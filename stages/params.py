@@ -1,0 +1,195 @@
+"""Reading and validating params.yaml.
+
+Every stage reads its own sections through `load()`, which checks them against `SCHEMA`
+before any work starts: a mistyped key or an impossible value stops the stage with one line
+that names the key, the value and what is allowed, never with a traceback from deep inside
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class UserError(Exception):
+    """A problem the user can fix (a param, an input file): reported without a traceback."""
+
+
+class ParamError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one param may be: a check that returns an error phrase, or None when valid."""
+
+    check: Callable[[Any], str | None]
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def positive_int() -> Spec:
+    return Spec(lambda v: None if _is_int(v) and v > 0 else "must be a positive integer")
+
+
+def non_negative_int() -> Spec:
+    return Spec(lambda v: None if _is_int(v) and v >= 0 else "must be an integer >= 0")
+
+
+def int_between(lo: int, hi: int) -> Spec:
+    return Spec(lambda v: None if _is_int(v) and lo <= v <= hi else f"must be an integer in [{lo}, {hi}]")
+
+
+def number_between(lo: float, hi: float, *, lo_open: bool = False) -> Spec:
+    def check(v):
+        ok = _is_number(v) and (v > lo if lo_open else v >= lo) and v <= hi
+        bracket = "(" if lo_open else "["
+        return None if ok else f"must be a number in {bracket}{lo}, {hi}]"
+
+    return Spec(check)
+
+
+def boolean() -> Spec:
+    return Spec(lambda v: None if isinstance(v, bool) else "must be true or false")
+
+
+def one_of(*choices: str) -> Spec:
+    return Spec(lambda v: None if v in choices else "must be one of " + ", ".join(choices))
+
+
+def non_empty_str() -> Spec:
+    return Spec(lambda v: None if isinstance(v, str) and v.strip() else "must be a non-empty string")
+
+
+def str_list() -> Spec:
+    def check(v):
+        ok = isinstance(v, list) and v and all(isinstance(s, str) and s for s in v)
+        return None if ok else "must be a non-empty list of layer names"
+
+    return Spec(check)
+
+
+def _training() -> dict[str, Spec]:
+    """Keys every training stage has."""
+    return {
+        "batch_size": int_between(1, 4096),
+        "epochs": positive_int(),
+        "learning_rate": number_between(0, 1, lo_open=True),
+        "early_stopping": non_negative_int(),
+    }
+
+
+SCHEMA: dict[str, dict[str, Spec]] = {
+    "download": {"source": non_empty_str(), "vgg16_weights": non_empty_str()},
+    "split": {
+        "train_per_class": positive_int(),
+        "val_per_class": positive_int(),
+        "test_per_class": positive_int(),
+        "order": one_of("id", "shuffle"),
+        "seed": non_negative_int(),
+        "image_size": int_between(32, 1024),
+    },
+    "train": {
+        "seed": non_negative_int(),
+        "precision": one_of("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+    },
+    "augmentation": {
+        "rotation": number_between(0, 180),
+        "width_shift": number_between(0, 1),
+        "height_shift": number_between(0, 1),
+        "shear": number_between(0, 1.5),
+        "zoom": number_between(0, 0.9),
+        "horizontal_flip": boolean(),
+        "fill_mode": one_of("nearest", "reflect", "wrap", "constant"),
+    },
+    "vgg16": {"preprocessing": one_of("imagenet", "rescale")},
+    "train_custom": {
+        **_training(),
+        "dropout": number_between(0, 1),
+        "augment": boolean(),
+    },
+    "train_custom_aug": {
+        **_training(),
+        "dropout": number_between(0, 1),
+        "augment": boolean(),
+    },
+    "extract_features": {"batch_size": int_between(1, 4096)},
+    "train_feature_clf": {
+        **_training(),
+        "dense_units": positive_int(),
+        "dropout": number_between(0, 1),
+    },
+    "train_aug_frozen": {
+        **_training(),
+        "dense_units": positive_int(),
+        "dropout": number_between(0, 1),
+        "augment_bank": non_negative_int(),
+    },
+    "finetune": {
+        **_training(),
+        "unfreeze": str_list(),
+        "augment_bank": non_negative_int(),
+    },
+    "evaluate": {"batch_size": int_between(1, 4096)},
+}
+
+
+def validate_section(name: str, values: Any) -> dict:
+    """Check one section against SCHEMA; raise ParamError naming the first bad key."""
+    spec = SCHEMA[name]
+    if not isinstance(values, dict):
+        raise ParamError(f"{name} must be a mapping of keys to values, got {values!r}")
+    unknown = sorted(set(values) - set(spec))
+    if unknown:
+        raise ParamError(
+            f"{name}.{unknown[0]} is not a known param; {name} takes: {', '.join(spec)}"
+        )
+    missing = [k for k in spec if k not in values]
+    if missing:
+        raise ParamError(f"{name}.{missing[0]} is missing from {PARAMS_FILE}")
+    for key, rule in spec.items():
+        problem = rule.check(values[key])
+        if problem:
+            raise ParamError(f"{name}.{key} {problem}, got {values[key]!r}")
+    return dict(values)
+
+
+def load(*sections: str, path: Path | str = PARAMS_FILE) -> dict[str, dict]:
+    """Read and validate the named sections of params.yaml."""
+    path = Path(path)
+    try:
+        with open(path) as f:
+            params = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ParamError(f"{path} not found: run stages from the project root") from None
+    except yaml.YAMLError as e:
+        raise ParamError(f"{path} is not valid YAML: {e}") from None
+    out = {}
+    for name in sections:
+        if name not in params:
+            raise ParamError(f"{path} has no section '{name}'")
+        out[name] = validate_section(name, params[name])
+    return out
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's main(); a UserError becomes one clear line on stderr and exit code 2."""
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

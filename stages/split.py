@@ -1,0 +1,115 @@
+"""Stage `split`: Chollet's train/validation/test split of data/raw, browsable folders for
+`keras.utils.image_dataset_from_directory`, and every image decoded and resized once into
+uint8 arrays that all training stages read (no JPEG is decoded per epoch)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stages import params as P
+from stages.datasets import SPLITS
+from stages.images import CLASSES, decode_resized
+from stages.outputs import atomic_dir, atomic_path, write_csv, write_json
+
+RAW_DIR = Path("data/raw")
+SPLIT_DIR = Path("data/split")
+METRICS_FILE = Path("metrics/split.json")
+DATA_PLOTS = Path("plots/data")
+
+
+def deduplicate(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Keep one file per content hash, deterministically.
+
+    Within a class the lowest id is kept; a hash found under both labels is dropped
+    entirely (its label is ambiguous). Returns (kept, dropped with reasons).
+    """
+    manifest = manifest.sort_values(["label", "id"])
+    labels_per_hash = manifest.groupby("sha256")["label"].nunique()
+    ambiguous = manifest["sha256"].map(labels_per_hash) > 1
+    repeat = manifest.duplicated("sha256", keep="first") & ~ambiguous
+    dropped = pd.concat(
+        [
+            manifest[ambiguous].assign(reason="same bytes filed as both cat and dog"),
+            manifest[repeat].assign(reason="same bytes as a lower id of the same class"),
+        ]
+    )
+    return manifest[~ambiguous & ~repeat], dropped
+
+
+def assign(manifest: pd.DataFrame, cfg: dict, rejected: int) -> pd.DataFrame:
+    """The index: manifest rows with a `split` column, per class in id (or seeded) order."""
+    sizes = {"train": cfg["train_per_class"], "validation": cfg["val_per_class"], "test": cfg["test_per_class"]}
+    needed = sum(sizes.values())
+    parts = []
+    for label in CLASSES:
+        rows = manifest[manifest["label"] == label].sort_values("id")
+        if len(rows) < needed:
+            raise P.UserError(
+                f"split needs {needed} {label}s ({sizes['train']} train + {sizes['validation']} validation "
+                f"+ {sizes['test']} test), {len(rows)} valid found; {rejected} files rejected, "
+                f"see {RAW_DIR}/rejected.csv"
+            )
+        if cfg["order"] == "shuffle":
+            rows = rows.sample(frac=1.0, random_state=cfg["seed"] + CLASSES.index(label))
+        bounds = np.cumsum([0, *sizes.values()])
+        for name, lo, hi in zip(sizes, bounds[:-1], bounds[1:]):
+            parts.append(rows.iloc[lo:hi].assign(split=name))
+    return pd.concat(parts).reset_index(drop=True)
+
+
+def decode_all(paths: list[Path], size: int) -> np.ndarray:
+    with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+        return np.stack(list(pool.map(partial(decode_resized, size=size), paths, chunksize=32)))
+
+
+def write_split(index: pd.DataFrame, size: int, out: Path) -> None:
+    """Folders per split and class (copies of the raw bytes) and one .npz per split."""
+    (out / "arrays").mkdir()
+    for name in SPLITS:
+        rows = index[index["split"] == name]
+        for label in CLASSES:
+            (out / "images" / name / f"{label}s").mkdir(parents=True)
+        sources = [RAW_DIR / "images" / f for f in rows["file"]]
+        for src, label in zip(sources, rows["label"]):
+            shutil.copyfile(src, out / "images" / name / f"{label}s" / src.name)
+        images = decode_all(sources, size)
+        labels = (rows["label"] == "dog").to_numpy(np.uint8)
+        with atomic_path(out / "arrays" / f"{name}.npz", suffix=".npz") as tmp:
+            np.savez(tmp, images=images, labels=labels, files=rows["file"].to_numpy(str))
+    write_csv(out / "index.csv", index[["file", "label", "id", "split", "sha256", "width", "height"]])
+
+
+def main() -> None:
+    cfg = P.load("split")["split"]
+    manifest = pd.read_csv(RAW_DIR / "manifest.csv")
+    rejected = len(pd.read_csv(RAW_DIR / "rejected.csv"))
+    kept, dropped = deduplicate(manifest)
+    index = assign(kept, cfg, rejected)
+    with atomic_dir(SPLIT_DIR) as out:
+        write_split(index, cfg["image_size"], out)
+        write_csv(out / "duplicates.csv", dropped[["file", "label", "id", "sha256", "reason"]])
+
+    from stages.report import data_figures  # matplotlib: only when needed
+
+    data_figures(index, SPLIT_DIR, DATA_PLOTS)
+    counts = index.groupby(["split", "label"]).size()
+    write_json(
+        METRICS_FILE,
+        {
+            **{f"{s}_{c}s": int(counts.get((s, c), 0)) for s in SPLITS for c in CLASSES},
+            "duplicates_dropped": int(len(dropped)),
+            "unused_images": int(len(kept) - len(index)),
+        },
+    )
+    print(f"split: {len(index)} images in {SPLIT_DIR}; {len(dropped)} duplicates dropped")
+
+
+if __name__ == "__main__":
+    P.run_stage(main)
