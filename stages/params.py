@@ -101,7 +101,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "test_per_class": positive_int(),
         "order": one_of("id", "shuffle"),
         "seed": non_negative_int(),
-        "image_size": int_between(32, 1024),
+        "image_size": int_between(48, 1024),  # the custom convnet needs 48 px
     },
     "train": {
         "seed": non_negative_int(),

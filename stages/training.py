@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -186,7 +187,7 @@ def fit(
             shuffle=False,  # the dataset shuffles, reproducibly per epoch
             validation_data=val_ds,
             callbacks=callbacks,
-            verbose="auto",  # progress bars when interactive, one line per epoch in logs
+            verbose=1 if sys.stdout.isatty() else 2,  # progress bars only when interactive
         )
     else:
         live.end()

@@ -1,0 +1,120 @@
+"""The real pipeline, end to end: `dvc repro` of all nine stages on a few dozen synthetic
+images with a random-init VGG16, in a temporary git repo; then what a user checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import TRAINING_STAGES, dvc, make_project, ran_stages, tiny_params, write_kaggle_folder
+
+ALL_STAGES = ["download", "split", "train_custom", "train_custom_aug", "extract_features",
+              "train_feature_clf", "train_aug_frozen", "finetune", "evaluate"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, random_vgg16_weights):
+    root = tmp_path_factory.mktemp("pipeline")
+    source = write_kaggle_folder(root / "images", per_class=24)
+    path = make_project(root / "project", tiny_params(source, random_vgg16_weights))
+    result = dvc(path, "repro")
+    assert sorted(ran_stages(result.stdout)) == sorted(ALL_STAGES), result.stdout
+    return path
+
+
+def read_json(path):
+    return json.loads(path.read_text())
+
+
+def test_download_outputs(project):
+    raw = project / "data" / "raw"
+    manifest = pd.read_csv(raw / "manifest.csv")
+    assert len(manifest) == 48
+    assert set(manifest.columns) >= {"file", "label", "id", "sha256", "width", "height", "bytes"}
+    assert all((raw / "images" / f).is_file() for f in manifest["file"])
+    assert pd.read_csv(raw / "rejected.csv").empty
+    assert (project / "data/weights/vgg16_notop.weights.h5").stat().st_size > 50_000_000
+    assert read_json(project / "metrics/download.json") == {"images": 48, "cats": 24, "dogs": 24, "rejected": 0, "bytes": int(manifest["bytes"].sum())}
+
+
+def test_split_is_chollets_id_order(project):
+    index = pd.read_csv(project / "data/split/index.csv")
+    for label in ("cat", "dog"):
+        rows = index[index["label"] == label]
+        assert rows.loc[rows["split"] == "train", "id"].tolist() == list(range(12))
+        assert rows.loc[rows["split"] == "validation", "id"].tolist() == list(range(12, 18))
+        assert rows.loc[rows["split"] == "test", "id"].tolist() == list(range(18, 24))
+    assert index["sha256"].is_unique
+    for split, n in (("train", 12), ("validation", 6), ("test", 6)):
+        for folder in ("cats", "dogs"):
+            assert len(list((project / "data/split/images" / split / folder).glob("*.jpg"))) == n
+        with np.load(project / f"data/split/arrays/{split}.npz", allow_pickle=False) as arrays:
+            assert arrays["images"].shape == (2 * n, 48, 48, 3) and arrays["images"].dtype == np.uint8
+            assert arrays["labels"].tolist() == [0] * n + [1] * n
+    split_metrics = read_json(project / "metrics/split.json")
+    assert split_metrics["train_cats"] == 12 and split_metrics["test_dogs"] == 6
+    for figure in ("class_counts.png", "samples.png", "image_sizes.png"):
+        assert (project / "plots/data" / figure).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("stage", TRAINING_STAGES)
+def test_training_stage_outputs(project, stage):
+    assert (project / f"data/models/{stage}.keras").is_file()
+    metrics = read_json(project / f"metrics/{stage}.json")
+    assert metrics["epochs_run"] == 2
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0 and np.isfinite(metrics["val_loss"])
+    assert metrics["best_val_loss_epoch"] in (1, 2)
+    assert metrics["wall_seconds"] > 0
+    for name in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        rows = pd.read_csv(project / f"plots/{stage}/plots/metrics/{name}.tsv", sep="\t")
+        assert rows["step"].tolist() == [1, 2], f"{stage} {name}: one row per epoch"
+    assert (project / f"plots/{stage}/curves.png").stat().st_size > 1000
+    assert not (project / "data/checkpoints" / stage).exists(), "checkpoint removed after success"
+
+
+def test_features(project):
+    with np.load(project / "data/features/train.npz", allow_pickle=False) as f:
+        assert f["features"].shape == (24, 1, 1, 512)  # 48 px in, 1x1x512 out of VGG16
+        assert f["labels"].tolist() == [0] * 12 + [1] * 12
+
+
+def test_evaluate(project):
+    results = read_json(project / "metrics/evaluate.json")
+    assert list(results) == list(TRAINING_STAGES)
+    for name, r in results.items():
+        assert r["n"] == 12
+        assert r["tp"] + r["fp"] + r["tn"] + r["fn"] == 12
+        assert r["accuracy_ci_low"] <= r["accuracy"] <= r["accuracy_ci_high"]
+        assert 0 <= r["roc_auc"] <= 1
+        predictions = pd.read_csv(project / f"plots/evaluate/predictions/{name}.csv")
+        assert len(predictions) == 12 and set(predictions.columns) == {"file", "actual", "predicted", "p_dog"}
+        accuracy = (predictions["actual"] == predictions["predicted"]).mean()
+        assert accuracy == pytest.approx(r["accuracy"], abs=1e-4)
+    for figure in ("accuracy.png", "roc.png", "confusion.png"):
+        assert (project / "plots/evaluate" / figure).stat().st_size > 1000
+
+
+def test_dvc_shows_metrics_and_plots(project):
+    shown = dvc(project, "metrics", "show", "--json").stdout
+    assert "finetune" in shown and "accuracy" in shown
+    dvc(project, "plots", "show", "-o", str(project / "plots_html"))
+    assert (project / "plots_html" / "index.html").is_file()
+
+
+def test_noop_repro_runs_nothing(project):
+    result = dvc(project, "repro")
+    assert ran_stages(result.stdout) == [], result.stdout
+
+
+def test_param_change_reruns_only_dependents(project):
+    before = read_json(project / "metrics/train_feature_clf.json")
+    result = dvc(project, "exp", "run", "-S", "train_feature_clf.learning_rate=0.001")
+    assert sorted(ran_stages(result.stdout)) == ["evaluate", "train_feature_clf"], result.stdout
+    assert yaml.safe_load((project / "params.yaml").read_text())["train_feature_clf"]["learning_rate"] == 0.001
+    assert read_json(project / "metrics/train_feature_clf.json") != before
+    diff = dvc(project, "metrics", "diff", "--json").stdout
+    assert "metrics/train_feature_clf.json" in json.loads(diff)
