@@ -130,12 +130,19 @@ def split_frozen_prefix(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     """
     chain = model.layers[1:]  # skip the InputLayer
     first = next(i for i, layer in enumerate(chain) if layer.trainable_weights)
-    prefix = keras.Model(model.input, chain[first - 1].output, name="frozen_prefix")
-    inputs = keras.Input(prefix.output.shape[1:], name="frozen_features")
+    # Re-apply the layers to new inputs rather than reading `layer.output`: a layer that
+    # was also called elsewhere (VGG16's own model) has several outputs.
+    return _chain(chain[:first], model.input_shape[1:], "frozen_prefix"), _chain(
+        chain[first:], chain[first].input.shape[1:], "trainable_suffix"
+    )
+
+
+def _chain(chain_layers: list, input_shape, name: str) -> keras.Model:
+    inputs = keras.Input(input_shape, name=f"{name}_input")
     x = inputs
-    for layer in chain[first:]:
+    for layer in chain_layers:
         x = layer(x)
-    return prefix, keras.Model(inputs, x, name="trainable_suffix")
+    return keras.Model(inputs, x, name=name)
 
 
 def load(path: Path | str) -> keras.Model:

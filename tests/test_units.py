@@ -1,0 +1,104 @@
+"""Unit tests of small shared pieces: precision choice, metrics, atomic outputs, models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stages.metrics import binary_metrics, roc_auc, roc_curve, wilson_interval
+from stages.outputs import atomic_dir, atomic_path, write_json
+from stages.training import resolve_precision
+
+
+@pytest.mark.parametrize(
+    "requested, gpus, flags, expected",
+    [
+        ("auto", [], {"avx2", "avx512_bf16"}, "mixed_bfloat16"),
+        ("auto", [], {"avx2", "amx_bf16"}, "mixed_bfloat16"),
+        ("auto", [], {"avx2", "fma", "avx512f"}, "float32"),  # bf16 would be emulated
+        ("auto", ["GPU:0"], {"avx2"}, "mixed_float16"),
+        ("float32", ["GPU:0"], {"avx512_bf16"}, "float32"),
+        ("mixed_bfloat16", [], set(), "mixed_bfloat16"),
+    ],
+)
+def test_precision_auto(requested, gpus, flags, expected):
+    assert resolve_precision(requested, gpus=gpus, flags=flags) == expected
+
+
+def test_wilson_interval_known_values():
+    low, high = wilson_interval(90, 100)
+    assert low == pytest.approx(0.8256, abs=1e-4) and high == pytest.approx(0.9448, abs=1e-4)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+
+
+def test_roc_auc_matches_pairwise_definition():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    probs = np.round(rng.uniform(size=200) * 0.5 + labels * 0.3, 2)  # with ties
+    pos, neg = probs[labels == 1], probs[labels == 0]
+    pairwise = ((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean()
+    assert roc_auc(labels, probs) == pytest.approx(pairwise)
+    curve = roc_curve(labels, probs)
+    assert curve["fpr"][0] == 0 and curve["tpr"][-1] == 1 and curve["fpr"][-1] == 1
+    assert np.trapezoid(curve["tpr"], curve["fpr"]) == pytest.approx(pairwise)
+
+
+def test_binary_metrics_counts():
+    labels = np.array([0, 0, 1, 1, 1])
+    probs = np.array([0.1, 0.7, 0.8, 0.4, 0.9])
+    m = binary_metrics(labels, probs)
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (2, 1, 1, 1)
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["n"] == 5 and m["roc_auc"] == pytest.approx(5 / 6)
+
+
+def test_atomic_path_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "d"
+    with atomic_dir(target) as out:
+        (out / "x").write_text("1")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as out:
+            (out / "y").write_text("2")
+            raise RuntimeError("crash")
+    assert sorted(p.name for p in target.iterdir()) == ["x"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_saved_models_take_raw_pixels_and_reload_safely(tmp_path):
+    import keras
+
+    from stages import models as M
+
+    keras.utils.set_random_seed(0)
+    conv_base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(48, 48, 3))
+    model = M.vgg16_with_head(conv_base, "imagenet", 8, 0.5)
+    x = np.random.default_rng(0).integers(0, 256, (2, 48, 48, 3)).astype(np.float32)
+    model.save(tmp_path / "m.keras")
+    again = M.load(tmp_path / "m.keras")
+    np.testing.assert_allclose(model.predict(x, verbose=0), again.predict(x, verbose=0), rtol=1e-5)
+    assert not any(layer.trainable_weights for layer in again.layers if layer.name.startswith("block"))
+
+
+def test_imagenet_preprocessing_matches_keras():
+    import keras
+
+    from stages.models import VGG16Preprocessing
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
+    expected = keras.applications.vgg16.preprocess_input(x.copy())
+    np.testing.assert_allclose(VGG16Preprocessing("imagenet")(x).numpy(), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(VGG16Preprocessing("rescale")(x).numpy(), x / 255, rtol=1e-6)
