@@ -27,6 +27,7 @@ KNOWN_MD5 = {KERAS_VGG16_NOTOP_URL: "6d6bbae143d832006294945121d1f1fc"}
 
 MAX_ZIP_TOTAL = 20 * 2**30  # 20 GiB unpacked: the Kaggle archive is under 1 GiB
 MAX_ZIP_RATIO = 200  # JPEGs barely compress; a 1000:1 entry is a bomb
+MAX_ZIP_SMALL_TOTAL = 64 * 2**20  # above this, the whole archive must not expand MAX_ZIP_RATIO:1 either
 OFFLINE_HINT = (
     "To run offline, point the pipeline at a local copy, e.g. "
     "`dvc exp run -S download.source=PATH/TO/train -S download.vgg16_weights=PATH/TO/weights.h5`."
@@ -63,20 +64,27 @@ def download(url: str, dest: Path, md5: str | None = None, timeout: float = 60) 
 
 def check_zip(archive: zipfile.ZipFile, name: str) -> None:
     """Refuse an archive with an unsafe entry before anything is unpacked."""
-    total = 0
+    total = packed = 0
     for info in archive.infolist():
         path = info.filename
-        parts = Path(path).parts
+        parts = Path(path.replace("\\", "/")).parts  # a Windows-made `..\\x` climbs too
         if path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":") or ".." in parts:
             raise UserError(f"{name}: refusing entry '{path}' that would unpack outside its folder")
         if stat.S_ISLNK(info.external_attr >> 16):
             raise UserError(f"{name}: refusing symbolic link entry '{path}'")
         total += info.file_size
+        packed += info.compress_size
         if info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO and info.file_size > 2**20:
             raise UserError(
                 f"{name}: entry '{path}' expands {info.file_size // info.compress_size}:1, "
                 "refusing a likely zip bomb"
             )
+    if total > MAX_ZIP_SMALL_TOTAL and total / max(packed, 1) > MAX_ZIP_RATIO:
+        # Many entries, each under the per-entry floor (or overlapping ones): still a bomb.
+        raise UserError(
+            f"{name}: {len(archive.infolist())} entries expand {total // max(packed, 1)}:1 to {total} bytes, "
+            "refusing a likely zip bomb"
+        )
     if total > MAX_ZIP_TOTAL:
         raise UserError(f"{name}: unpacks to {total} bytes, over the {MAX_ZIP_TOTAL} byte limit")
 
