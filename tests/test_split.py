@@ -1,0 +1,62 @@
+"""The split rule: Chollet's id order, no content in two splits, seeded shuffle."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from stages.params import UserError
+from stages.split import assign, deduplicate
+
+CFG = {"train_per_class": 3, "val_per_class": 2, "test_per_class": 1, "order": "id", "seed": 1, "image_size": 48}
+
+
+def manifest(n=8, same=()):
+    """n cats and n dogs with distinct hashes, except pairs in `same` share content."""
+    rows = [{"file": f"{c}.{i}.jpg", "label": c, "id": i, "sha256": f"{c}{i}", "width": 9, "height": 9}
+            for c in ("cat", "dog") for i in range(n)]
+    frame = pd.DataFrame(rows)
+    for (c1, i1), (c2, i2) in same:
+        frame.loc[(frame.label == c2) & (frame.id == i2), "sha256"] = f"{c1}{i1}"
+    return frame
+
+
+def test_id_order_split():
+    index = assign(manifest(), CFG, rejected=0)
+    cats = index[index.label == "cat"]
+    assert cats[cats.split == "train"].id.tolist() == [0, 1, 2]
+    assert cats[cats.split == "validation"].id.tolist() == [3, 4]
+    assert cats[cats.split == "test"].id.tolist() == [5]
+
+
+def test_duplicate_within_a_class_keeps_the_lowest_id_and_shifts_the_split():
+    kept, dropped = deduplicate(manifest(same=[(("dog", 1), ("dog", 4))]))
+    assert dropped[["label", "id"]].values.tolist() == [["dog", 4]]
+    assert "lower id" in dropped.reason.iloc[0]
+    index = assign(kept, CFG, rejected=0)
+    dogs = index[index.label == "dog"]
+    assert dogs[dogs.split == "validation"].id.tolist() == [3, 5]  # 4 skipped, 5 moves up
+    assert index.sha256.is_unique
+
+
+def test_same_bytes_under_both_labels_is_dropped_entirely():
+    kept, dropped = deduplicate(manifest(same=[(("cat", 2), ("dog", 6))]))
+    assert sorted(dropped.file) == ["cat.2.jpg", "dog.6.jpg"]
+    assert set(dropped.reason) == {"same bytes filed as both cat and dog"}
+    assert "cat.2.jpg" not in set(kept.file)
+
+
+def test_shuffle_is_seeded_and_still_disjoint():
+    cfg = {**CFG, "order": "shuffle"}
+    a, b = assign(manifest(), cfg, 0), assign(manifest(), cfg, 0)
+    pd.testing.assert_frame_equal(a, b)
+    assert a[a.label == "cat"].id.tolist() != list(range(6))
+    assert a.file.is_unique
+    c = assign(manifest(), {**cfg, "seed": 2}, 0)
+    assert not a.file.equals(c.file)
+
+
+def test_too_few_images_names_the_class_and_the_rejected_list():
+    short_of_dogs = manifest(6).query("not (label == 'dog' and id == 0)")
+    with pytest.raises(UserError, match=r"split needs 6 dogs .* 5 valid found; 3 files rejected, see data/raw/rejected.csv"):
+        assign(short_of_dogs, CFG, rejected=3)
