@@ -1,0 +1,135 @@
+"""Fill the README's results table from metrics/evaluate.json (never by hand):
+
+    python -m stages.readme_table            # rewrite the table in README.md
+    python -m stages.readme_table --check    # exit 1 if README.md's table is out of date
+
+The table sits between the lines `<!-- results:start -->` and `<!-- results:end -->`; only
+that block is rewritten. Beside our test accuracy (95% Wilson interval) it lists, for
+comparison, what the seed notebook claimed and what Chollet's book logged: quoted
+reference values, not results of this project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+START = "<!-- results:start -->"
+END = "<!-- results:end -->"
+README = Path("README.md")
+METRICS = Path("metrics/evaluate.json")
+
+# Quoted reference values (not measured here).
+SEED_CLAIMS = {
+    "train_custom": ".77",
+    "train_custom_aug": "-",
+    "train_feature_clf": ".90",
+    "train_aug_frozen": ".94-.96 (validation)",
+    "finetune": ".97",
+}
+CHOLLET_LOGGED = {  # Deep Learning with Python, ch. 5: validation accuracy except the last
+    "train_custom": ".72",
+    "train_custom_aug": ".84",
+    "train_feature_clf": ".90",
+    "train_aug_frozen": ".95",
+    "finetune": ".97 (test)",
+}
+
+
+class TableError(Exception):
+    """Missing metrics or markers: reported as one line, exit code 1."""
+
+
+def load_metrics(path: Path) -> dict:
+    if not path.is_file():
+        raise TableError(f"{path} not found: run the evaluate stage first (dvc repro)")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise TableError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(results, dict) or not results:
+        raise TableError(f"{path} holds no model results")
+    return results
+
+
+def accuracy_cell(r: dict) -> str:
+    try:
+        return f"{r['accuracy']:.3f} ({r['accuracy_ci_low']:.3f}-{r['accuracy_ci_high']:.3f})"
+    except (KeyError, TypeError):
+        return "incomplete in metrics"
+
+
+def table(results: dict, metrics_path: Path = METRICS) -> str:
+    """The Markdown block between the markers (without them)."""
+    from stages.evaluate import DESCRIPTIONS, MODELS
+
+    names = list(MODELS) + [m for m in results if m not in MODELS]
+    ns = sorted({r["n"] for r in results.values() if isinstance(r, dict) and "n" in r})
+    rows = [
+        "| model | stage | our test accuracy (95% CI) | seed notebook's claim | Chollet (logged) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in names:
+        ours = accuracy_cell(results[name]) if name in results else f"not in `{metrics_path.as_posix()}`"
+        rows.append(f"| {DESCRIPTIONS.get(name, name)} | `{name}` | {ours} | {SEED_CLAIMS.get(name, '-')} | "
+                    f"{CHOLLET_LOGGED.get(name, '-')} |")
+    n = " or ".join(str(v) for v in ns) or "?"
+    rows += [
+        "",
+        f"Our accuracy: on the test split (n = {n}), with its 95% Wilson interval, from "
+        f"`{metrics_path.as_posix()}` by `python -m stages.readme_table`. The seed notebook's claims and "
+        "Chollet's logged values are quoted for comparison (Chollet's are validation accuracies except "
+        "fine-tuning's, which is on the test set).",
+    ]
+    return "\n".join(rows)
+
+
+def fill(readme_text: str, block: str) -> str:
+    """readme_text with the lines between the markers replaced by `block`."""
+    lines = readme_text.split("\n")
+    starts = [i for i, line in enumerate(lines) if line.strip() == START]
+    ends = [i for i, line in enumerate(lines) if line.strip() == END]
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        raise TableError(f"the README needs exactly one line {START} followed by one line {END} "
+                         f"(found {len(starts)} start and {len(ends)} end markers)")
+    return "\n".join(lines[: starts[0] + 1] + [block] + lines[ends[0]:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--metrics", type=Path, default=METRICS)
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if the table is out of date")
+    args = parser.parse_args(argv)
+    try:
+        results = load_metrics(args.metrics)
+        if not args.readme.is_file():
+            raise TableError(f"{args.readme} not found")
+        before = args.readme.read_text()
+        after = fill(before, table(results, args.metrics))
+    except TableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.check:
+        if after != before:
+            print(f"{args.readme}: results table out of date; run python -m stages.readme_table", file=sys.stderr)
+            return 1
+        print(f"{args.readme}: results table up to date")
+        return 0
+    if after != before:
+        from stages.outputs import atomic_path
+
+        mode = args.readme.stat().st_mode & 0o7777
+        with atomic_path(args.readme) as tmp:  # atomic, and keeps the README's permissions
+            tmp.write_text(after)
+            tmp.chmod(mode)
+        print(f"{args.readme}: results table filled from {args.metrics}")
+    else:
+        print(f"{args.readme}: results table already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

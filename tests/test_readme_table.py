@@ -1,0 +1,121 @@
+"""`python -m stages.readme_table` on a temporary README and a fake metrics file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stages import readme_table as T
+from stages.evaluate import MODELS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+README = """# Title
+
+Intro.
+
+## Results
+
+<!-- results:start -->
+| stale | table |
+| --- | --- |
+| old | row |
+<!-- results:end -->
+
+## After
+
+Kept as is.
+"""
+
+
+def fake_metrics(path: Path, models=MODELS) -> dict:
+    results = {}
+    for i, name in enumerate(models):
+        acc = 0.70 + 0.05 * i
+        results[name] = {"accuracy": acc, "accuracy_ci_low": acc - 0.03, "accuracy_ci_high": acc + 0.025,
+                         "loss": 0.5, "roc_auc": 0.8, "n": 1000}
+    path.write_text(json.dumps(results))
+    return results
+
+
+def run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "stages.readme_table", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+
+
+def table_rows(text: str) -> list[list[str]]:
+    block = text.split(T.START)[1].split(T.END)[0]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines() if line.startswith("| ")]
+
+
+def test_fills_the_table_between_the_markers(tmp_path):
+    (tmp_path / "README.md").write_text(README)
+    (tmp_path / "README.md").chmod(0o644)
+    (tmp_path / "metrics").mkdir()
+    results = fake_metrics(tmp_path / "metrics" / "evaluate.json")
+
+    result = run(tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "README.md").read_text()
+    assert "stale" not in text and "old | row" not in text
+    before, after = README.split(T.START)[0], README.split(T.END)[1]
+    assert text.startswith(before + T.START + "\n") and text.endswith(T.END + after)
+    assert (tmp_path / "README.md").stat().st_mode & 0o777 == 0o644
+
+    rows = table_rows(text)
+    assert rows[0] == ["model", "stage", "our test accuracy (95% CI)", "seed notebook's claim", "Chollet (logged)"]
+    body = {row[1].strip("`"): row for row in rows[2:]}
+    assert list(body) == list(MODELS)
+    for name, r in results.items():
+        assert body[name][2] == f"{r['accuracy']:.3f} ({r['accuracy_ci_low']:.3f}-{r['accuracy_ci_high']:.3f})"
+    assert body["train_custom"][3:] == [".77", ".72"]
+    assert body["train_aug_frozen"][3:] == [".94-.96 (validation)", ".95"]
+    assert body["finetune"][3:] == [".97", ".97 (test)"]
+    assert "n = 1000" in text
+
+    # Idempotent, and --check agrees; a changed metric makes --check fail until refilled.
+    assert run(tmp_path).returncode == 0 and (tmp_path / "README.md").read_text() == text
+    assert run(tmp_path, "--check").returncode == 0
+    results["finetune"]["accuracy"] = 0.5
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(results))
+    check = run(tmp_path, "--check")
+    assert check.returncode == 1 and "out of date" in check.stderr
+    assert (tmp_path / "README.md").read_text() == text
+    assert run(tmp_path).returncode == 0
+    assert "0.500 (" in (tmp_path / "README.md").read_text()
+
+
+def test_missing_metrics_file_says_so(tmp_path):
+    (tmp_path / "README.md").write_text(README)
+    result = run(tmp_path)
+    assert result.returncode != 0
+    assert "metrics/evaluate.json not found" in result.stderr
+    assert (tmp_path / "README.md").read_text() == README
+
+
+@pytest.mark.parametrize("readme", [
+    README.replace(T.START + "\n", ""),
+    README.replace(T.END + "\n", ""),
+    README + T.START + "\n" + T.END + "\n",
+    README.replace(T.START, "XX").replace(T.END, T.START).replace("XX", T.END),
+])
+def test_bad_markers_are_an_error(tmp_path, readme):
+    (tmp_path / "README.md").write_text(readme)
+    fake_metrics(tmp_path / "evaluate.json")
+    assert T.main(["--readme", str(tmp_path / "README.md"), "--metrics", str(tmp_path / "evaluate.json")]) == 1
+    assert (tmp_path / "README.md").read_text() == readme
+
+
+def test_a_model_absent_from_metrics_is_shown_as_such(tmp_path):
+    (tmp_path / "README.md").write_text(README)
+    fake_metrics(tmp_path / "evaluate.json", models=MODELS[:2])
+    assert T.main(["--readme", str(tmp_path / "README.md"), "--metrics", str(tmp_path / "evaluate.json")]) == 0
+    body = {row[1].strip("`"): row for row in table_rows((tmp_path / "README.md").read_text())[2:]}
+    assert body["train_custom"][2].startswith("0.700 (")
+    assert body["finetune"][2].startswith("not in ")
