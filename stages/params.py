@@ -8,6 +8,7 @@ TensorFlow.
 
 from __future__ import annotations
 
+import difflib
 import math
 import sys
 from dataclasses import dataclass
@@ -58,7 +59,17 @@ def number_between(lo: float, hi: float, *, lo_open: bool = False) -> Spec:
     def check(v):
         ok = _is_number(v) and (v > lo if lo_open else v >= lo) and v <= hi
         bracket = "(" if lo_open else "["
-        return None if ok else f"must be a number in {bracket}{lo}, {hi}]"
+        if ok:
+            return None
+        hint = ""
+        if isinstance(v, str):
+            try:
+                float(v)
+                # YAML 1.1 reads 1e-4 (no dot) as text; 1.0e-4 is a number.
+                hint = " (text, not a number: write it with a dot, e.g. 1.0e-4)"
+            except ValueError:
+                pass
+        return f"must be a number in {bracket}{lo}, {hi}]{hint}"
 
     return Spec(check)
 
@@ -155,8 +166,11 @@ def validate_section(name: str, values: Any) -> dict:
         raise ParamError(f"{name} must be a mapping of keys to values, got {values!r}")
     unknown = sorted(set(values) - set(spec))
     if unknown:
+        close = difflib.get_close_matches(unknown[0], list(spec), n=1)
         raise ParamError(
-            f"{name}.{unknown[0]} is not a known param; {name} takes: {', '.join(spec)}"
+            f"{name}.{unknown[0]} is not a known param"
+            + (f" (did you mean {name}.{close[0]}?)" if close else "")
+            + f"; {name} takes: {', '.join(spec)}"
         )
     missing = [k for k in spec if k not in values]
     if missing:
@@ -178,6 +192,8 @@ def load(*sections: str, path: Path | str = PARAMS_FILE) -> dict[str, dict]:
         raise ParamError(f"{path} not found: run stages from the project root") from None
     except yaml.YAMLError as e:
         raise ParamError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(params, dict):
+        raise ParamError(f"{path} must be a mapping of sections (download:, split:, ...), got {type(params).__name__}")
     out = {}
     for name in sections:
         if name not in params:
