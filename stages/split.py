@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 
 from stages import params as P
-from stages.datasets import SPLITS
 from stages.images import CLASSES, decode_resized
-from stages.outputs import atomic_dir, atomic_path, write_csv, write_json
+from stages.outputs import atomic_dir, save_npz, write_csv, write_json
 
+# = stages.datasets.SPLITS, which imports TensorFlow: `split` needs none (tests check they agree)
+SPLITS = ("train", "validation", "test")
 RAW_DIR = Path("data/raw")
 SPLIT_DIR = Path("data/split")
 METRICS_FILE = Path("metrics/split.json")
@@ -81,17 +82,25 @@ def write_split(index: pd.DataFrame, size: int, out: Path) -> None:
             shutil.copyfile(src, out / "images" / name / f"{label}s" / src.name)
         images = decode_all(sources, size)
         labels = (rows["label"] == "dog").to_numpy(np.uint8)
-        with atomic_path(out / "arrays" / f"{name}.npz", suffix=".npz") as tmp:
-            np.savez(tmp, images=images, labels=labels, files=rows["file"].to_numpy(str))
+        save_npz(out / "arrays" / f"{name}.npz", images=images, labels=labels, files=rows["file"].to_numpy(str))
     write_csv(out / "index.csv", index[["file", "label", "id", "split", "sha256", "width", "height"]])
 
 
 def main() -> None:
     cfg = P.load("split")["split"]
-    manifest = pd.read_csv(RAW_DIR / "manifest.csv")
-    rejected = len(pd.read_csv(RAW_DIR / "rejected.csv"))
+    try:
+        manifest = pd.read_csv(RAW_DIR / "manifest.csv")
+        rejected = len(pd.read_csv(RAW_DIR / "rejected.csv"))
+    except FileNotFoundError as e:
+        raise P.UserError(f"{e.filename} not found: run the download stage first (dvc repro download)") from None
     kept, dropped = deduplicate(manifest)
     index = assign(kept, cfg, rejected)
+    missing = [f for f in index["file"] if not (RAW_DIR / "images" / f).is_file()]
+    if missing:
+        raise P.UserError(
+            f"{len(missing)} images listed in {RAW_DIR}/manifest.csv are missing from {RAW_DIR}/images "
+            f"(first: {missing[0]}): rerun the download stage (dvc repro download --force)"
+        )
     with atomic_dir(SPLIT_DIR) as out:
         write_split(index, cfg["image_size"], out)
         write_csv(out / "duplicates.csv", dropped[["file", "label", "id", "sha256", "reason"]])
