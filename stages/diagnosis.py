@@ -68,7 +68,8 @@ class Diagnosis:
             return (f"still improving at the last epoch: val_loss trend {self.trend:+.1%} over the last "
                     f"{min(TREND_WINDOW, self.epochs)} epochs ({best}; {gap})")
         if self.label == "stable":
-            return f"stable: val_loss plateaued within {RISE:.0%} of its minimum ({best}; {gap})"
+            return (f"stable: val_loss levelled off (last {self.rise:+.0%} over its smoothed minimum, trend "
+                    f"{self.trend:+.1%} over the last {min(TREND_WINDOW, self.epochs)} epochs) ({best}; {gap})")
         return f"too short to judge: {self.epochs} epoch(s) ({best}; {gap})"
 
 

@@ -1,7 +1,9 @@
-"""Figures (matplotlib PNGs, for readers without DVC) of the data and of training runs."""
+"""Figures (matplotlib PNGs, for readers without DVC) of the data, of training runs and of
+the test results, and the study's Markdown report (plots/report.md)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -122,3 +124,126 @@ def evaluation_figures(results: dict, predictions: dict, out_dir: Path) -> None:
         ax.set_title(m, fontsize=9)
     np.atleast_1d(axes)[0].set_ylabel("actual")
     save_figure(out_dir / "confusion.png", fig)
+
+
+# ---------------------------------------------------------------- errors and the study report
+
+GALLERY_SIZE = 16  # most confidently misclassified test images shown per model
+
+
+def confident_errors(labels: np.ndarray, probs: np.ndarray, k: int = GALLERY_SIZE) -> np.ndarray:
+    """Indices of the (at most k) misclassified examples, most confident first: ranked by
+    the probability given to the wrong class (ties: file order)."""
+    labels = np.asarray(labels).astype(int)
+    probs = np.asarray(probs, dtype=np.float64)
+    wrong = np.flatnonzero((probs >= 0.5).astype(int) != labels)
+    confidence = np.abs(probs[wrong] - 0.5)
+    return wrong[np.argsort(-confidence, kind="stable")][:k]
+
+
+def misclassified_gallery(name: str, test: dict, files: np.ndarray, labels: np.ndarray, probs: np.ndarray,
+                          path: Path, k: int = GALLERY_SIZE) -> int:
+    """PNG grid of model `name`'s most confidently misclassified test images; `test` is the
+    test split (datasets.load_split), `files` / `labels` / `probs` the model's predictions
+    (matched to the images by file name). Returns how many images it shows."""
+    position = {f: i for i, f in enumerate(test["files"])}
+    chosen = confident_errors(labels, probs, k)
+    named = np.array(CLASSES)
+    titles = [f"{files[i]}\n{named[labels[i]]} called {named[1 - labels[i]]}, P(dog) {probs[i]:.3f}"
+              for i in chosen]
+    images = test["images"][[position[f] for f in files[chosen]]] if len(chosen) else test["images"][:0]
+    wrong = int(((np.asarray(probs) >= 0.5).astype(int) != np.asarray(labels)).sum())
+    if len(chosen):
+        title = (f"{name}: the {len(chosen)} most confidently misclassified of {wrong} errors "
+                 f"in {len(labels)} test images")
+        image_grid(images, titles, path, title)
+    else:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{name}: no misclassified images among {len(labels)} test images",
+                ha="center", va="center")
+        save_figure(path, fig)
+    return len(chosen)
+
+
+def results_table(results: dict, models: dict[str, str]) -> list[str]:
+    """Markdown rows: per model the test metrics of metrics/evaluate.json."""
+    rows = ["| model | stage | test accuracy (95% CI) | loss | ROC AUC | precision | recall | F1 | n |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in results.items():
+        rows.append(
+            f"| {models.get(name, name)} | `{name}` | {r['accuracy']:.3f} ({r['accuracy_ci_low']:.3f}-"
+            f"{r['accuracy_ci_high']:.3f}) | {r['loss']:.4f} | {r['roc_auc']:.3f} | {r['precision']:.3f} | "
+            f"{r['recall']:.3f} | {r['f1']:.3f} | {r['n']} |"
+        )
+    return rows
+
+
+def training_diagnoses(stages: list[str], plots_dir: Path) -> dict:
+    """stage -> Diagnosis, each from the stage's dvclive TSVs under plots_dir/<stage>."""
+    from stages.diagnosis import diagnose, read_history
+    from stages.params import UserError
+
+    try:
+        return {s: diagnose(read_history(plots_dir / s)) for s in stages}
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
+
+
+def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: Path) -> str:
+    """The study's results as Markdown, written to `path` (inside plots_dir): test metrics
+    per model, the figures, a diagnosis per training run computed from its history, and the
+    galleries of confident errors. Links are relative to `path`."""
+    from stages import diagnosis as G
+    from stages.outputs import write_text
+
+    def link(target: Path) -> str:
+        return Path(os.path.relpath(target, path.parent)).as_posix()
+
+    diagnoses = training_diagnoses(list(results), plots_dir)
+    n = next(iter(results.values()))["n"]
+    evaluate_dir = plots_dir / "evaluate"
+    lines = [
+        "# Cats vs. dogs: results",
+        "",
+        "Written by the `evaluate` stage (`stages/report.py`) from the test predictions and the",
+        "training histories; do not edit, run `dvc repro`.",
+        "",
+        f"## Test split ({n} images)",
+        "",
+        *results_table(results, models),
+        "",
+        "95% intervals: Wilson score interval of the accuracy. Loss: log loss. Positive class: dog.",
+        "",
+        f"Figures: [accuracy]({link(evaluate_dir / 'accuracy.png')}), [ROC curves]({link(evaluate_dir / 'roc.png')}),"
+        f" [confusion matrices]({link(evaluate_dir / 'confusion.png')}).",
+        "",
+        "## Training runs",
+        "",
+        "| stage | epochs | min val_loss (epoch) | train - val accuracy at the end | diagnosis | curves |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for stage, d in diagnoses.items():
+        lines.append(f"| `{stage}` | {d.epochs} | {d.best_val_loss:.4f} ({d.best_epoch}) | {d.final_gap:+.3f} | "
+                     f"{d.label} | [curves]({link(plots_dir / stage / 'curves.png')}) |")
+    lines += ["", "Diagnosis per run, computed from its per-epoch history (`plots/<stage>/plots/metrics/*.tsv`):", ""]
+    lines += [f"- `{stage}`: {d.line}" for stage, d in diagnoses.items()]
+    lines += [
+        "",
+        f"Thresholds (`stages/diagnosis.py`): overfitting = val_loss, smoothed over {G.SMOOTH} epochs, ends at "
+        f"least {G.RISE:.0%} above its minimum while training loss ends at least {G.TRAIN_FALL:.0%} below its "
+        f"value at that minimum; still improving = minimum in the last {G.NEAR_END} epochs and the val_loss "
+        f"trend over the last {G.TREND_WINDOW} epochs falls by at least {G.IMPROVING:.0%}; stable = neither.",
+        "",
+        "## Most confidently misclassified test images",
+        "",
+    ]
+    for name in results:
+        gallery = evaluate_dir / f"misclassified_{name}.png"
+        lines += [f"### `{name}`", "", f"![{name}: confident errors]({link(gallery)})", ""]
+    data_figures_found = sorted((plots_dir / "data").glob("*.png"))
+    if data_figures_found:
+        lines += ["## Data", "", ", ".join(f"[{p.stem.replace('_', ' ')}]({link(p)})" for p in data_figures_found), ""]
+    text = "\n".join(lines)
+    write_text(path, text)
+    return text

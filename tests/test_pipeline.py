@@ -98,6 +98,28 @@ def test_evaluate(project):
         assert (project / "plots/evaluate" / figure).stat().st_size > 1000
 
 
+def test_report(project):
+    """plots/report.md: a row per model from metrics/evaluate.json, a diagnosis per run
+    computed from its dvclive TSVs, working links, a gallery of errors per model."""
+    import re
+
+    from stages.diagnosis import diagnose, read_history
+
+    text = (project / "plots/report.md").read_text()
+    lines = text.splitlines()
+    results = read_json(project / "metrics/evaluate.json")
+    for name in TRAINING_STAGES:
+        r = results[name]
+        row = [line for line in lines if line.startswith("| ") and f"| `{name}` | {r['accuracy']:.3f} (" in line]
+        assert len(row) == 1 and row[0].endswith(f"| {r['n']} |"), name
+        diagnosis = diagnose(read_history(project / "plots" / name))
+        assert diagnosis.epochs == 2
+        assert f"- `{name}`: {diagnosis.line}" in lines, name
+        assert (project / f"plots/evaluate/misclassified_{name}.png").stat().st_size > 1000
+    for target in re.findall(r"\]\(([^)]+)\)", text):
+        assert (project / "plots" / target).is_file(), f"broken link {target}"
+
+
 def test_dvc_shows_metrics_and_plots(project):
     shown = dvc(project, "metrics", "show", "--json").stdout
     assert "finetune" in shown and "accuracy" in shown
