@@ -1,0 +1,137 @@
+"""Interrupted training never loses work: `dvc repro train_custom` killed with SIGKILL after
+a few epochs resumes from its last completed epoch when rerun with the same params and
+inputs, and starts afresh after a param change. Real dvc, real stage, tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import dvc, make_project, ran_stages, tiny_params, write_kaggle_folder
+
+EPOCHS = 6
+STATE = Path("data/checkpoints/train_custom/state.json")
+CURVES = ("loss", "val_loss", "accuracy", "val_accuracy")
+
+
+def completed_epochs(project: Path) -> int:
+    try:
+        return len(json.loads((project / STATE).read_text())["history"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def kill_after(project: Path, epochs: int, timeout: float = 240) -> tuple[int, str]:
+    """Start `dvc repro train_custom`, SIGKILL its whole process group once the checkpoint
+    holds `epochs` completed epochs; return (epochs in the checkpoint after the kill, output)."""
+    exe = Path(sys.executable).with_name("dvc")
+    env = {**os.environ, "PYTHONPATH": str(project), "DVC_NO_ANALYTICS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    log = project.parent / "killed_run.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(exe), "repro", "train_custom"], cwd=project, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while completed_epochs(project) < epochs:
+                assert proc.poll() is None, f"the run ended before it could be killed:\n{log.read_text()}"
+                assert time.monotonic() < deadline, f"no checkpoint after {timeout} s:\n{log.read_text()}"
+                time.sleep(0.02)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()  # reaped: dvc's lock sees the pid gone
+    return completed_epochs(project), log.read_text()
+
+
+def curve_steps(project: Path) -> dict[str, list[int]]:
+    return {
+        name: pd.read_csv(project / f"plots/train_custom/plots/metrics/{name}.tsv", sep="\t")["step"].tolist()
+        for name in CURVES
+    }
+
+
+def set_params(project: Path, **train_custom) -> None:
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["train_custom"].update(train_custom)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory, random_vgg16_weights):
+    """A project whose train_custom run was SIGKILLed after >= 2 epochs, and a copy of the
+    checkpoint that the kill left."""
+    root = tmp_path_factory.mktemp("resume")
+    source = write_kaggle_folder(root / "images", per_class=24)
+    params = tiny_params(source, random_vgg16_weights)
+    params["train_custom"]["epochs"] = EPOCHS
+    project = make_project(root / "project", params)
+    dvc(project, "repro", "split")
+    done, log = kill_after(project, 2)
+    assert 2 <= done < EPOCHS, f"killed after {done} epochs; the test needs an unfinished run:\n{log}"
+    assert not (project / "metrics/train_custom.json").exists(), "the killed run did not finish"
+    assert (project / "data/checkpoints/train_custom/model.keras").is_file()
+    saved = root / "checkpoint_after_kill"
+    shutil.copytree(project / "data/checkpoints/train_custom", saved)
+    return project, done, saved
+
+
+@pytest.fixture(scope="module")
+def resumed(killed):
+    project, done, _ = killed
+    result = dvc(project, "repro", "train_custom")
+    return project, done, result.stdout + result.stderr
+
+
+def test_rerun_resumes_after_last_completed_epoch(resumed):
+    project, done, output = resumed
+    assert f"resuming from data/checkpoints/train_custom after epoch {done}" in output, output
+    assert "starting fresh" not in output
+    metrics = json.loads((project / "metrics/train_custom.json").read_text())
+    assert metrics["epochs_run"] == EPOCHS
+    assert 1 <= metrics["best_val_loss_epoch"] <= EPOCHS
+
+
+def test_curves_have_every_epoch_once(resumed):
+    project, _, _ = resumed
+    for name, steps in curve_steps(project).items():
+        assert steps == list(range(1, EPOCHS + 1)), f"{name}: {steps}"
+
+
+def test_resumed_model_loads_and_checkpoint_is_gone(resumed):
+    project, _, _ = resumed
+    import keras
+
+    import stages.models  # noqa: F401  (registers the project's layers)
+
+    model = keras.models.load_model(project / "data/models/train_custom.keras", safe_mode=True)
+    with np.load(project / "data/split/arrays/validation.npz", allow_pickle=False) as v:
+        p = model.predict(v["images"][:4].astype("float32"), verbose=0)
+    assert p.shape == (4, 1) and np.all((p >= 0) & (p <= 1))
+    assert not (project / "data/checkpoints/train_custom").exists(), "checkpoint removed after success"
+    assert dvc(project, "status", "train_custom").stdout.strip().endswith("up to date.") or ran_stages(
+        dvc(project, "repro", "train_custom").stdout) == [], "dvc sees the resumed run as complete"
+
+
+def test_param_change_after_kill_starts_fresh(resumed, killed):
+    project, _, saved = killed
+    # The state a kill leaves, then a different learning rate: that checkpoint is not this run's.
+    shutil.copytree(saved, project / "data/checkpoints/train_custom", dirs_exist_ok=True)
+    set_params(project, epochs=3, learning_rate=2.0e-4)
+    result = dvc(project, "repro", "train_custom")
+    output = result.stdout + result.stderr
+    assert "checkpoint in data/checkpoints/train_custom is for other params or inputs: starting fresh" in output, output
+    assert "resuming" not in output
+    assert json.loads((project / "metrics/train_custom.json").read_text())["epochs_run"] == 3
+    assert all(steps == [1, 2, 3] for steps in curve_steps(project).values())
+    assert not (project / "data/checkpoints/train_custom").exists()
