@@ -1,0 +1,72 @@
+"""Smoke test on real Kaggle photos and the real ImageNet VGG16 weights (from ../shared):
+`dvc repro split` runs download and split for real on 40 images in a temporary project."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import SHARED_IMAGES, SHARED_WEIGHTS, dvc, make_project, needs_shared, ran_stages, tiny_params
+
+PER_CLASS = 20
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real")
+    source = root / "train"
+    source.mkdir()
+    for label in ("cat", "dog"):
+        for i in range(PER_CLASS):
+            shutil.copyfile(SHARED_IMAGES / f"{label}.{i}.jpg", source / f"{label}.{i}.jpg")
+    params = tiny_params(source, SHARED_WEIGHTS)  # read in place, never copied into the repo
+    params["split"].update(train_per_class=10, val_per_class=5, test_per_class=5, image_size=150)
+    path = make_project(root / "project", params)
+    result = dvc(path, "repro", "split")
+    assert ran_stages(result.stdout) == ["download", "split"], result.stdout
+    return path
+
+
+@needs_shared
+def test_download_keeps_every_real_photo(project):
+    manifest = pd.read_csv(project / "data/raw/manifest.csv")
+    assert len(manifest) == 2 * PER_CLASS
+    assert pd.read_csv(project / "data/raw/rejected.csv").empty
+    assert (manifest["format"] == "JPEG").all() and (manifest["mode"] == "RGB").all()
+    for row in manifest.itertuples():
+        copied = project / "data/raw/images" / row.file
+        assert copied.read_bytes() == (SHARED_IMAGES / row.file).read_bytes(), "bytes unchanged"
+    metrics = json.loads((project / "metrics/download.json").read_text())
+    assert metrics["images"] == 40 and metrics["cats"] == metrics["dogs"] == 20 and metrics["rejected"] == 0
+
+
+@needs_shared
+def test_split_of_real_photos(project):
+    index = pd.read_csv(project / "data/split/index.csv")
+    counts = index.groupby(["split", "label"]).size().to_dict()
+    assert counts == {(s, c): n for s, n in (("train", 10), ("validation", 5), ("test", 5)) for c in ("cat", "dog")}
+    with np.load(project / "data/split/arrays/train.npz", allow_pickle=False) as arrays:
+        images = arrays["images"]
+        assert images.shape == (20, 150, 150, 3) and images.dtype == np.uint8
+        assert images.std() > 20, "real photos, not blank arrays"
+    metrics = json.loads((project / "metrics/split.json").read_text())
+    assert metrics["train_cats"] == 10 and metrics["test_dogs"] == 5
+
+
+@needs_shared
+def test_real_weights_converted_and_loadable(project):
+    import keras
+
+    weights = project / "data/weights/vgg16_notop.weights.h5"
+    conv_base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(150, 150, 3))
+    conv_base.load_weights(str(weights))
+    reference = keras.applications.VGG16(weights=None, include_top=False, input_shape=(150, 150, 3))
+    reference.load_weights(str(SHARED_WEIGHTS))
+    for layer in ("block1_conv1", "block5_conv3"):
+        got, want = conv_base.get_layer(layer).get_weights(), reference.get_layer(layer).get_weights()
+        assert all(np.array_equal(g, w) for g, w in zip(got, want)), f"{layer}: the ImageNet weights, unchanged"
+    assert not (project / "data/weights").is_symlink() and SHARED_WEIGHTS.is_file()
