@@ -21,8 +21,9 @@ def main() -> None:
 
     T.configure(params["train"])
     train, val = D.load_split("train"), D.load_split("validation")
-    model = M.load(FROZEN_MODEL)
-    M.unfreeze(model, cfg["unfreeze"])
+    with T.strategy_scope(params["train"]):
+        model = M.load(FROZEN_MODEL)
+        M.unfreeze(model, cfg["unfreeze"])
     T.train_on_images(
         STAGE, model, train, val, cfg, params, started,
         augment=True, bank=cfg["augment_bank"], inputs=(FROZEN_MODEL,),

@@ -94,6 +94,14 @@ def str_list() -> Spec:
     return Spec(check)
 
 
+def device_list() -> Spec:
+    def check(v):
+        ok = isinstance(v, list) and all(isinstance(s, str) and s.strip() for s in v) and len(set(v)) == len(v)
+        return None if ok else "must be a list of distinct device names like /gpu:0 ([] = all local GPUs)"
+
+    return Spec(check)
+
+
 def _training() -> dict[str, Spec]:
     """Keys every training stage has."""
     return {
@@ -117,6 +125,9 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     "train": {
         "seed": non_negative_int(),
         "precision": one_of("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+        # tf.distribute strategy of every training stage; batch_size stays the global batch
+        "distribute": one_of("none", "mirrored", "multi_worker"),
+        "devices": device_list(),  # mirrored only; [] = every local GPU
     },
     "augmentation": {
         "rotation": number_between(0, 180),

@@ -22,8 +22,9 @@ def main() -> None:
 
     T.configure(params["train"])
     train, val = D.load_split("train"), D.load_split("validation")
-    conv_base = M.vgg16_conv_base(WEIGHTS_FILE, train["images"].shape[1])
-    model = M.vgg16_with_head(conv_base, params["vgg16"]["preprocessing"], cfg["dense_units"], cfg["dropout"])
+    with T.strategy_scope(params["train"]):
+        conv_base = M.vgg16_conv_base(WEIGHTS_FILE, train["images"].shape[1])
+        model = M.vgg16_with_head(conv_base, params["vgg16"]["preprocessing"], cfg["dense_units"], cfg["dropout"])
     T.train_on_images(
         STAGE, model, train, val, cfg, params, started,
         augment=True, bank=cfg["augment_bank"], inputs=(WEIGHTS_FILE,),

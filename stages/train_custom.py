@@ -19,7 +19,8 @@ def main(stage: str = "train_custom") -> None:
 
     T.configure(params["train"])
     train, val = D.load_split("train"), D.load_split("validation")
-    model = M.custom_convnet(train["images"].shape[1], cfg["dropout"])
+    with T.strategy_scope(params["train"]):
+        model = M.custom_convnet(train["images"].shape[1], cfg["dropout"])
     T.train_on_images(stage, model, train, val, cfg, params, started, augment=cfg["augment"])
 
 

@@ -22,8 +22,9 @@ def main() -> None:
     T.configure(params["train"])
     train = D.load_arrays(FEATURES_DIR / "train.npz")
     val = D.load_arrays(FEATURES_DIR / "validation.npz")
-    classifier = M.feature_classifier(train["features"].shape[1:], cfg["dense_units"], cfg["dropout"])
-    T.compile_binary(classifier, cfg["learning_rate"])
+    with T.strategy_scope(params["train"]):
+        classifier = M.feature_classifier(train["features"].shape[1:], cfg["dense_units"], cfg["dropout"])
+        T.compile_binary(classifier, cfg["learning_rate"])
     n, seed = len(train["labels"]), params["train"]["seed"]
 
     def make_train_ds(start_epoch):

@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from stages.outputs import atomic_path, write_json
+from stages.params import UserError
 
 MODELS_DIR = Path("data/models")
 CHECKPOINTS_DIR = Path("data/checkpoints")
@@ -54,12 +55,98 @@ def resolve_precision(requested: str, gpus: list | None = None, flags: set[str] 
 
 
 def configure(train_cfg: dict) -> str:
-    """Seed Python, NumPy and TensorFlow and set the precision policy; returns the policy."""
+    """Create the distribution strategy (first: multi-worker collectives must be set up
+    before TensorFlow initialises), seed Python, NumPy and TensorFlow and set the precision
+    policy; returns the policy."""
+    strategy(train_cfg)
     keras.utils.set_random_seed(train_cfg["seed"])
     policy = resolve_precision(train_cfg["precision"])
     keras.mixed_precision.set_global_policy(policy)
     print(f"precision: {policy} (asked for {train_cfg['precision']})")
     return policy
+
+
+# ---------------------------------------------------------------- distribution
+
+_STRATEGIES: dict[tuple, tf.distribute.Strategy] = {}
+
+
+def tf_config() -> dict:
+    """The standard TF_CONFIG env var (cluster and this task), checked; {} when unset."""
+    raw = os.environ.get("TF_CONFIG", "")
+    if not raw.strip():
+        return {}
+    try:
+        config = json.loads(raw)
+        workers = config["cluster"]["worker"]
+        task = config["task"]
+        ok = isinstance(workers, list) and workers and task["type"] in ("worker", "chief")
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise UserError(
+            'TF_CONFIG must be JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+            f'"task": {{"type": "worker", "index": 0}}}}, got {raw!r}'
+        )
+    return config
+
+
+class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """tf.distribute's MultiWorkerMirroredStrategy, with `reduce` fixed for Keras 3.
+
+    Keras 3's fit (3.15, TF 2.21) calls strategy.reduce with a nest of values (a data batch,
+    when it builds the model) and with axis=0 on scalar logs (every step); the multi-worker
+    strategy accepts neither (keras-team/keras#20585). This reduces each value on its own,
+    and a scalar across replicas only (it has no batch axis). Everything else is TF's.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        def one(v):
+            t = v.values[0] if isinstance(v, tf.distribute.DistributedValues) else v
+            scalar = getattr(t, "shape", None) is not None and t.shape.rank == 0
+            return super(MultiWorkerMirroredStrategy, self).reduce(reduce_op, v, None if scalar else axis)
+
+        return tf.nest.map_structure(one, value)
+
+
+def strategy(train_cfg: dict) -> tf.distribute.Strategy:
+    """The tf.distribute strategy that `train.distribute` asks for (one per process).
+
+    none: the default strategy (one device). mirrored: MirroredStrategy, synchronous
+    data-parallel training over `train.devices` ([] = every local GPU, or the CPU when there
+    is none). multi_worker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG, each
+    worker using its local GPUs (or its CPU).
+
+    `batch_size` stays the GLOBAL batch: each step splits one batch across all replicas
+    and averages their gradients, so a run computes the same updates as on one device.
+    The learning rate is used as given; it is not scaled with the number of replicas.
+    """
+    kind, devices = train_cfg.get("distribute", "none"), list(train_cfg.get("devices") or [])
+    if devices and kind != "mirrored":
+        raise UserError(f"train.devices only applies to train.distribute: mirrored (distribute is {kind})")
+    cache_key = (kind, tuple(devices))
+    if cache_key in _STRATEGIES:
+        return _STRATEGIES[cache_key]
+    if kind == "none":
+        made = tf.distribute.get_strategy()
+    elif kind == "mirrored":
+        made = tf.distribute.MirroredStrategy(devices=devices or None)
+    elif kind == "multi_worker":
+        if not tf_config():
+            raise UserError("train.distribute is multi_worker but TF_CONFIG is not set (see README, Scaling out)")
+        made = MultiWorkerMirroredStrategy()
+    else:
+        raise UserError(f"train.distribute must be one of none, mirrored, multi_worker, got {kind!r}")
+    if kind != "none":
+        print(f"distribute: {kind}, {made.num_replicas_in_sync} replicas in sync")
+    _STRATEGIES[cache_key] = made
+    return made
+
+
+def strategy_scope(train_cfg: dict):
+    """Build, load and compile models inside this scope so that their variables (and the
+    optimizer's) are mirrored and `fit` runs every step on all replicas."""
+    return strategy(train_cfg).scope()
 
 
 def compile_binary(model: keras.Model, learning_rate: float) -> None:
@@ -165,7 +252,8 @@ def fit(
 
     history: list[dict] = []
     checkpoint = Checkpoint(stage, key, history)
-    resumed, past = checkpoint.restore()
+    with model.distribute_strategy.scope():  # a resumed model is distributed like `model`
+        resumed, past = checkpoint.restore()
     if resumed is not None:
         model = resumed
         history.extend(past)
@@ -248,6 +336,10 @@ def train_on_images(
     bank: if > 0 (requires augment and a frozen prefix), push `bank` augmented copies of
       each image through the frozen layers once; epochs then train only the layers after
       them on those activations. Same model, same maths, a fraction of the compute.
+
+    Under a `train.distribute` strategy, `model` must have been built (or loaded) inside
+    strategy_scope; the bank is computed once per worker on its first device (inference),
+    and only the trainable suffix is trained on all replicas.
     """
     from stages import datasets as D
     from stages.models import split_frozen_prefix
@@ -255,7 +347,8 @@ def train_on_images(
     seed, aug_cfg, batch = params["train"]["seed"], params.get("augmentation"), cfg["batch_size"]
     n, extra = len(train["labels"]), {}
     if bank and augment:
-        prefix, trainable = split_frozen_prefix(model)
+        with strategy_scope(params["train"]):  # the suffix model and its optimizer belong to the strategy
+            prefix, trainable = split_frozen_prefix(model)
         t = time.perf_counter()
         print(f"augmentation bank: {bank} copies of {n} images through {len(prefix.layers) - 1} frozen layers")
         make_batch = D.bank_inputs(D.build_bank(prefix, train["images"], bank, seed, aug_cfg, batch), n)
@@ -271,7 +364,8 @@ def train_on_images(
         trainable = model
         make_batch = D.augmented_images(train["images"], seed, aug_cfg) if augment else D.plain_inputs(train["images"])
         val_inputs = val["images"]
-    compile_binary(trainable, cfg["learning_rate"])
+    with strategy_scope(params["train"]):
+        compile_binary(trainable, cfg["learning_rate"])
 
     def make_train_ds(start_epoch):
         return D.training_batches(n, train["labels"], batch, seed, cfg["epochs"], make_batch, start_epoch)
