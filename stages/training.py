@@ -184,7 +184,10 @@ class Checkpoint(keras.callbacks.Callback):
                 print(f"checkpoint in {self.dir} is for other params or inputs: starting fresh")
                 return None, []
             model = keras.models.load_model(self.dir / "model.keras", safe_mode=True)
-        except (OSError, ValueError, KeyError):
+        except FileNotFoundError:
+            return None, []  # no checkpoint: the normal first run
+        except (OSError, ValueError, KeyError) as e:
+            print(f"checkpoint in {self.dir} is unreadable ({type(e).__name__}: {e}): starting fresh")
             return None, []
         print(f"resuming from {self.dir} after epoch {len(state['history'])}")
         return model, state["history"]

@@ -135,3 +135,22 @@ def test_param_change_after_kill_starts_fresh(resumed, killed):
     assert json.loads((project / "metrics/train_custom.json").read_text())["epochs_run"] == 3
     assert all(steps == [1, 2, 3] for steps in curve_steps(project).values())
     assert not (project / "data/checkpoints/train_custom").exists()
+
+
+def test_unreadable_checkpoint_is_reported_not_fatal(tmp_path, monkeypatch, capsys):
+    """A checkpoint that cannot be read (disk full, a copy gone wrong) is said and ignored."""
+    from stages import training as T
+
+    monkeypatch.chdir(tmp_path)
+    checkpoint = T.Checkpoint("train_custom", "key", [])
+    assert checkpoint.restore() == (None, [])
+    assert capsys.readouterr().out == "", "no checkpoint: nothing to say"
+    checkpoint.dir.mkdir(parents=True)
+    (checkpoint.dir / "state.json").write_text(json.dumps({"key": "key", "history": [{"epoch": 1}]}))
+    (checkpoint.dir / "model.keras").write_bytes(b"PK\x03\x04 not really a zip")
+    assert checkpoint.restore() == (None, [])
+    out = capsys.readouterr().out
+    assert out.startswith("checkpoint in data/checkpoints/train_custom is unreadable (ValueError: ") and out.rstrip().endswith("starting fresh"), out
+    (checkpoint.dir / "state.json").write_text("{truncated")
+    assert checkpoint.restore() == (None, [])
+    assert "is unreadable (JSONDecodeError" in capsys.readouterr().out
