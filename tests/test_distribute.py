@@ -25,14 +25,15 @@ from stages import params as P
 
 TIMEOUT = 240  # seconds per stage process; a tiny run takes ~15 s
 # Makes N logical CPU devices (env LOGICAL_CPUS) before TensorFlow initialises, then runs
-# the stage module as `python -m` would.
+# each stage module given, in one process (one TensorFlow start), as `python -m` would.
 DRIVER = """
 import os, runpy, sys
 import tensorflow as tf
 n = int(os.environ.get("LOGICAL_CPUS", "1"))
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
-runpy.run_module(sys.argv[1], run_name="__main__")
+for module in sys.argv[1:]:
+    runpy.run_module(module, run_name="__main__")
 if os.environ.get("SHARD_CHECK"):  # then print which examples each local replica gets
     import json, numpy as np, yaml
     from stages import datasets as D, training as T
@@ -115,8 +116,9 @@ def stage_env(path: Path, logical_cpus: int = 1, tf_config: dict | None = None, 
     return env
 
 
-def start(path: Path, stage: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", DRIVER, f"stages.{stage}"], cwd=path, env=env,
+def start(path: Path, stages: str, env: dict) -> subprocess.Popen:
+    modules = [f"stages.{stage}" for stage in stages.split()]
+    return subprocess.Popen([sys.executable, "-c", DRIVER, *modules], cwd=path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -136,8 +138,8 @@ def finish_all(procs: list[subprocess.Popen]) -> list[str]:
     return outputs
 
 
-def run_stage(path: Path, stage: str, **env_args) -> str:
-    return finish_all([start(path, stage, stage_env(path, **env_args))])[0]
+def run_stages(path: Path, stages: str, **env_args) -> str:
+    return finish_all([start(path, stages, stage_env(path, **env_args))])[0]
 
 
 def trained(path: Path, stage: str) -> tuple[list[np.ndarray], dict]:
@@ -197,23 +199,30 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+BOTH = "train_feature_clf train_aug_frozen"  # dense on features; the augmentation bank path
+
+
 @pytest.fixture(scope="module")
-def single_device_clf(tmp_path_factory):
-    path = tiny_project(tmp_path_factory.mktemp("single"), {"distribute": "none", "devices": []})
-    out = run_stage(path, "train_feature_clf")
+def single_device(tmp_path_factory, random_vgg16_weights):
+    path = tiny_project(tmp_path_factory.mktemp("single"), {"distribute": "none", "devices": []}, random_vgg16_weights)
+    out = run_stages(path, BOTH)
     assert "distribute:" not in out
-    return trained(path, "train_feature_clf")
+    return {stage: trained(path, stage) for stage in BOTH.split()}
 
 
-def test_mirrored_matches_one_device(tmp_path, single_device_clf):
-    path = tiny_project(tmp_path, {"distribute": "mirrored", "devices": TWO_CPUS})
-    out = run_stage(path, "train_feature_clf", logical_cpus=2, shard_check=True)
+def test_mirrored_matches_one_device(tmp_path, single_device, random_vgg16_weights):
+    """Both training paths on two replicas: train_feature_clf, and train_aug_frozen's bank
+    (frozen prefix run once on one device, the suffix trained mirrored)."""
+    path = tiny_project(tmp_path, {"distribute": "mirrored", "devices": TWO_CPUS}, random_vgg16_weights)
+    out = run_stages(path, BOTH, logical_cpus=2, shard_check=True)
     assert "distribute: mirrored, 2 replicas in sync" in out, out
+    assert "augmentation bank: 2 copies of 16 images" in out, out
     assert_each_batch_split(shards([out]), replicas=2)
-    assert_same_training(trained(path, "train_feature_clf"), single_device_clf)
+    for stage in BOTH.split():
+        assert_same_training(trained(path, stage), single_device[stage])
 
 
-def test_multi_worker_matches_one_device(tmp_path, single_device_clf):
+def test_multi_worker_matches_one_device(tmp_path, single_device):
     """Two workers on 127.0.0.1, one replica each, each in its own checkout."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     paths = [tiny_project(tmp_path / f"worker{i}", {"distribute": "multi_worker", "devices": []}) for i in range(2)]
@@ -227,16 +236,5 @@ def test_multi_worker_matches_one_device(tmp_path, single_device_clf):
     assert_each_batch_split(shards(outputs), replicas=2)
     for path, out in zip(paths, outputs):
         assert "distribute: multi_worker, 2 replicas in sync" in out, out
-        assert_same_training(trained(path, "train_feature_clf"), single_device_clf)
+        assert_same_training(trained(path, "train_feature_clf"), single_device["train_feature_clf"])
 
-
-def test_augmentation_bank_under_mirrored(tmp_path, random_vgg16_weights):
-    """train_aug_frozen's bank path: frozen prefix on one device, suffix trained mirrored."""
-    results = []
-    for name, cfg, cpus in (("one", {"distribute": "none", "devices": []}, 1),
-                            ("two", {"distribute": "mirrored", "devices": TWO_CPUS}, 2)):
-        path = tiny_project(tmp_path / name, cfg, weights=random_vgg16_weights)
-        out = run_stage(path, "train_aug_frozen", logical_cpus=cpus)
-        assert "augmentation bank: 2 copies of 16 images" in out, out
-        results.append(trained(path, "train_aug_frozen"))
-    assert_same_training(*results)

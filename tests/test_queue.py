@@ -1,0 +1,64 @@
+"""Parallel experiments with DVC's own queue: two queued learning rates, run by two queue
+workers at once, both listed with their metrics by `dvc exp show`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from conftest import dvc, git, make_project, ran_stages, tiny_params, write_kaggle_folder
+
+TARGET = "train_feature_clf"
+RATES = (0.001, 0.0001)
+QUEUE_TIMEOUT = 300  # seconds for both experiments
+
+
+def experiments(shown: list) -> list[dict]:
+    """The experiment revs in `dvc exp show --json` (not the workspace or the baseline)."""
+    found = []
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            found.extend(rev for rev in exp.get("revs", []) if rev.get("data"))
+    return found
+
+
+def test_two_queued_experiments_run_in_parallel(tmp_path, random_vgg16_weights, monkeypatch):
+    # queue workers are spawned as `dvc` from PATH: make it this environment's dvc
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    source = write_kaggle_folder(tmp_path / "images", per_class=8)
+    params = tiny_params(source, random_vgg16_weights)
+    params["split"].update(train_per_class=4, val_per_class=2, test_per_class=2)
+    project = make_project(tmp_path / "project", params)
+    dvc(project, "repro", TARGET)
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "reproduced baseline (dvc.lock)")
+
+    for rate in RATES:
+        dvc(project, "exp", "run", "--queue", "-S", f"{TARGET}.learning_rate={rate}", TARGET)
+    assert dvc(project, "queue", "status").stdout.count("Queued") == 2
+    try:
+        dvc(project, "queue", "start", "-j", "2")
+        deadline = time.monotonic() + QUEUE_TIMEOUT
+        while True:
+            status = dvc(project, "queue", "status").stdout
+            assert "Failed" not in status, status
+            if status.count("Success") == 2:
+                break
+            assert time.monotonic() < deadline, f"queue not done after {QUEUE_TIMEOUT} s:\n{status}"
+            time.sleep(3)
+    finally:
+        dvc(project, "queue", "stop", check=False)
+
+    shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
+    exps = experiments(shown)
+    rates = sorted(e["data"]["params"]["params.yaml"]["data"][TARGET]["learning_rate"] for e in exps)
+    assert rates == sorted(RATES), exps
+    for e in exps:
+        metrics = e["data"]["metrics"]["metrics/train_feature_clf.json"]["data"]
+        assert metrics["epochs_run"] == 2 and 0 <= metrics["val_accuracy"] <= 1
+        # only the changed stage reran: the queued runs reused download, split and features
+        log = dvc(project, "queue", "logs", e["name"]).stdout
+        assert ran_stages(log) == [TARGET], log
