@@ -21,7 +21,7 @@ def main() -> None:
     batch = params["extract_features"]["batch_size"]
 
     from stages import datasets as D, models as M, training as T
-    from stages.outputs import atomic_dir, write_json
+    from stages.outputs import atomic_dir, save_npz, write_json
 
     T.configure(params["train"])
     seconds, images = 0.0, 0
@@ -41,7 +41,7 @@ def main() -> None:
             )
             seconds += time.perf_counter() - t
             images += len(features)
-            np.savez(out / f"{name}.npz", features=features, labels=split["labels"], files=split["files"])
+            save_npz(out / f"{name}.npz", features=features, labels=split["labels"], files=split["files"])
             print(f"{name}: features {features.shape}")
     write_json(
         METRICS_FILE,

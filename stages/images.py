@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 CLASSES = ("cat", "dog")  # label 0 = cat, 1 = dog, as image_dataset_from_directory sorts
+SPLITS = ("train", "validation", "test")
 FORMATS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp"}
 MAX_PIXELS = 50_000_000  # decompression-bomb guard: the largest Kaggle photo has 0.8 Mpx
 MIN_SIDE = 8  # smaller than this carries no class information

@@ -146,5 +146,6 @@ def _chain(chain_layers: list, input_shape, name: str) -> keras.Model:
 
 
 def load(path: Path | str) -> keras.Model:
-    """Load a saved model in safe mode (no arbitrary code)."""
-    return keras.models.load_model(path, safe_mode=True)
+    """Load a saved model in safe mode (no arbitrary code), uncompiled: for inference, or
+    to be compiled afresh (finetune), so no stale optimizer state is read."""
+    return keras.models.load_model(path, safe_mode=True, compile=False)

@@ -14,8 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from stages.datasets import SPLITS  # noqa: E402
-from stages.images import CLASSES  # noqa: E402
+from stages.images import CLASSES, SPLITS  # noqa: E402
 from stages.outputs import save_figure  # noqa: E402
 
 

@@ -14,11 +14,9 @@ import numpy as np
 import pandas as pd
 
 from stages import params as P
-from stages.images import CLASSES, decode_resized
+from stages.images import CLASSES, SPLITS, decode_resized
 from stages.outputs import atomic_dir, save_npz, write_csv, write_json
 
-# = stages.datasets.SPLITS, which imports TensorFlow: `split` needs none (tests check they agree)
-SPLITS = ("train", "validation", "test")
 RAW_DIR = Path("data/raw")
 SPLIT_DIR = Path("data/split")
 METRICS_FILE = Path("metrics/split.json")

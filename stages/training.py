@@ -376,7 +376,10 @@ def train_on_images(
     key = fingerprint(params, [D.ARRAYS_DIR / "train.npz", D.ARRAYS_DIR / "validation.npz", *inputs])
     val_ds = D.eval_batches(val_inputs, val["labels"], batch)
     trained, history = fit(stage, trainable, make_train_ds, val_ds, cfg["epochs"], cfg["early_stopping"], key)
-    copy_weights(trained, model)
+    if trainable is model:
+        model = trained  # the checkpoint's model, with its optimizer state, when resumed
+    else:
+        copy_weights(trained, model)
     finish(stage, model, history, n, started, **extra)
 
 

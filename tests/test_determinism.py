@@ -93,10 +93,10 @@ def test_training_is_reproducible(twice):
         assert np.allclose(ta[name], tb[name], rtol=0, atol=TOL), name
 
 
-def test_split_needs_no_tensorflow_constant_drift():
-    from stages.datasets import SPLITS
-
-    assert split.SPLITS == SPLITS
+def test_split_and_report_import_no_tensorflow():
+    """`split` (and its figures) must not pay TensorFlow's import time."""
+    code = "import sys, stages.split, stages.report; sys.exit('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=split.__file__.rsplit("/stages/", 1)[0]).returncode == 0
 
 
 # ---------------------------------------------------------------- atomic outputs
