@@ -102,3 +102,30 @@ def test_imagenet_preprocessing_matches_keras():
     expected = keras.applications.vgg16.preprocess_input(x.copy())
     np.testing.assert_allclose(VGG16Preprocessing("imagenet")(x).numpy(), expected, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(VGG16Preprocessing("rescale")(x).numpy(), x / 255, rtol=1e-6)
+
+
+def test_early_stopping_stops_and_restores_the_best_weights(tmp_path, monkeypatch):
+    """Validation labels are the training labels inverted: the better the model learns,
+    the worse val_loss gets, so patience 1 must stop long before 20 epochs and keep the
+    weights of the best (first) epoch."""
+    import keras
+
+    from stages import datasets as D, models as M, training as T
+
+    monkeypatch.chdir(tmp_path)  # fit writes plots/<stage> and data/checkpoints/<stage> here
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.uint8)
+    model = M.feature_classifier((4,), dense_units=8, dropout=0.0)
+    T.compile_binary(model, 0.05)
+
+    def make_train_ds(start):
+        return D.training_batches(64, y, 16, 0, 20, D.plain_inputs(x), start)
+
+    val_ds = D.eval_batches(x, 1 - y, 16)
+    model, history = T.fit("early", model, make_train_ds, val_ds, epochs=20, early_stopping=1, key="k")
+    assert len(history) < 20
+    best = min(history, key=lambda r: r["val_loss"])
+    restored = model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]
+    assert restored == pytest.approx(best["val_loss"], rel=1e-4)
