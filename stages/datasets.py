@@ -18,7 +18,6 @@ import numpy as np
 import tensorflow as tf
 
 from stages.augment import N_UNIFORMS, augment
-from stages.images import SPLITS  # noqa: F401  (re-exported: stages use D.SPLITS)
 from stages.params import UserError
 
 ARRAYS_DIR = Path("data/split/arrays")

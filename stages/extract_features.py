@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from stages import params as P
+from stages.images import SPLITS
 
 WEIGHTS_FILE = Path("data/weights/vgg16_notop.weights.h5")
 FEATURES_DIR = Path("data/features")
@@ -26,7 +27,7 @@ def main() -> None:
     T.configure(params["train"])
     seconds, images = 0.0, 0
     with atomic_dir(FEATURES_DIR) as out:
-        for name in D.SPLITS:
+        for name in SPLITS:
             split = D.load_split(name)
             if name == "train":
                 conv_base = M.vgg16_conv_base(WEIGHTS_FILE, split["images"].shape[1])
