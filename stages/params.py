@@ -109,6 +109,7 @@ def _training() -> dict[str, Spec]:
         "epochs": positive_int(),
         "learning_rate": number_between(0, 1, lo_open=True),
         "early_stopping": non_negative_int(),
+        "restore_best": boolean(),
     }
 
 

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on CI and servers
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -59,6 +60,7 @@ def training_curves(history: list[dict], title: str, path: Path) -> None:
         ax.plot(frame["epoch"], frame[metric], "o-", ms=3, label=f"training {metric}")
         ax.plot(frame["epoch"], frame[f"val_{metric}"], "s-", ms=3, label=f"validation {metric}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no ticks at epoch 2.5
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()

@@ -33,8 +33,9 @@ def main() -> None:
 
     key = T.fingerprint(params, [FEATURES_DIR / "train.npz", FEATURES_DIR / "validation.npz"])
     val_ds = D.eval_batches(val["features"], val["labels"], cfg["batch_size"])
-    classifier, history = T.fit(STAGE, classifier, make_train_ds, val_ds, cfg["epochs"], cfg["early_stopping"], key)
-    T.finish(STAGE, classifier, history, n, started)
+    classifier, history = T.fit(STAGE, classifier, make_train_ds, val_ds, cfg["epochs"], cfg["early_stopping"], key,
+                                cfg["restore_best"])
+    T.finish(STAGE, classifier, history, n, started, **T.restored(cfg, history))
 
 
 if __name__ == "__main__":

@@ -168,13 +168,17 @@ def fingerprint(config: dict, inputs: list[Path | str]) -> str:
 
 class Checkpoint(keras.callbacks.Callback):
     """Saves the model (with optimizer state) and the history after every epoch, so a run
-    killed mid-way resumes from its last completed epoch. Outside DVC's outputs."""
+    killed mid-way resumes from its last completed epoch. Outside DVC's outputs.
 
-    def __init__(self, stage: str, key: str, history: list[dict]):
+    keep_best: also save the weights of the epoch with the lowest val_loss so far
+    (`best-<epoch>.weights.h5`), so the best epoch survives an interrupted run too."""
+
+    def __init__(self, stage: str, key: str, history: list[dict], keep_best: bool = False):
         super().__init__()
         self.dir = CHECKPOINTS_DIR / stage
         self.key = key
         self.history = history
+        self.keep_best = keep_best
 
     def restore(self) -> tuple[keras.Model | None, list[dict]]:
         """The checkpointed model and history if they belong to this exact run, else (None, [])."""
@@ -192,15 +196,33 @@ class Checkpoint(keras.callbacks.Callback):
         print(f"resuming from {self.dir} after epoch {len(state['history'])}")
         return model, state["history"]
 
+    def best_weights(self, epoch: int) -> Path:
+        # Named by epoch: a crash between saving these and state.json cannot make the
+        # history point at another epoch's weights.
+        return self.dir / f"best-{epoch}.weights.h5"
+
     def on_epoch_end(self, epoch, logs=None):
+        best = best_epoch(self.history) if self.keep_best else None
+        if best == self.history[-1]["epoch"]:
+            with atomic_path(self.best_weights(best), suffix=".weights.h5") as tmp:
+                self.model.save_weights(tmp)
         with atomic_path(self.dir / "model.keras", suffix=".keras") as tmp:
             self.model.save(tmp)
         # Written after the model: a state never points at a model that is not there.
         with atomic_path(self.dir / "state.json") as tmp:
             tmp.write_text(json.dumps({"key": self.key, "history": self.history}))
+        if best is not None:
+            for stale in self.dir.glob("best-*.weights.h5"):
+                if stale != self.best_weights(best):
+                    stale.unlink()
 
     def clear(self):
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def best_epoch(history: list[dict]) -> int:
+    """The epoch (1-based) of the lowest val_loss; the first one on ties."""
+    return min(history, key=lambda r: r["val_loss"])["epoch"]
 
 
 class History(keras.callbacks.Callback):
@@ -245,16 +267,22 @@ def fit(
     epochs: int,
     early_stopping: int,
     key: str,
+    restore_best: bool = False,
 ) -> tuple[keras.Model, list[dict]]:
     """Train `model` (compiled) for `epochs`, logging every epoch with dvclive into
     plots/<stage>/; resumes from this stage's checkpoint when `key` matches.
+
+    restore_best (and early stopping, which implies it): end with the weights of the epoch
+    of lowest val_loss, not of the last epoch. The epoch is chosen on the validation
+    split, so the test split stays unseen; kept in the checkpoint, so it survives resumes.
 
     Returns the trained model (the checkpoint's, when resumed) and the per-epoch history.
     """
     from dvclive import Live
 
     history: list[dict] = []
-    checkpoint = Checkpoint(stage, key, history)
+    keep_best = restore_best or early_stopping > 0
+    checkpoint = Checkpoint(stage, key, history, keep_best=keep_best)
     with model.distribute_strategy.scope():  # a resumed model is distributed like `model`
         resumed, past = checkpoint.restore()
     if resumed is not None:
@@ -265,9 +293,9 @@ def fit(
     live = Live(dir=str(PLOTS_DIR / stage), dvcyaml=None, save_dvc_exp=False)
     callbacks = [History(history, live), checkpoint]
     if early_stopping:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=early_stopping, restore_best_weights=True)
-        )
+        # Stops only; the best weights come from the checkpoint below, which (unlike
+        # Keras' restore_best_weights) remembers epochs from before a resume.
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=early_stopping))
     if start < epochs:
         train_ds, steps = make_train_ds(start)
         model.fit(
@@ -282,6 +310,8 @@ def fit(
         )
     else:
         live.end()
+    if keep_best and best_epoch(history) != history[-1]["epoch"]:
+        model.load_weights(checkpoint.best_weights(best_epoch(history)))
     return model, history
 
 
@@ -294,6 +324,11 @@ def finish(stage: str, model: keras.Model, history: list[dict], n_train: int, st
         model.save(tmp)
     write_json(METRICS_DIR / f"{stage}.json", summarize(history, n_train, time.perf_counter() - started, **extra))
     shutil.rmtree(CHECKPOINTS_DIR / stage, ignore_errors=True)
+
+
+def restored(cfg: dict, history: list[dict]) -> dict:
+    """{"restored_epoch": N} for metrics when the stage kept its best epoch, else {}."""
+    return {"restored_epoch": best_epoch(history)} if cfg["restore_best"] or cfg["early_stopping"] else {}
 
 
 def summarize(history: list[dict], n_train: int, wall_seconds: float, **extra) -> dict:
@@ -375,12 +410,13 @@ def train_on_images(
 
     key = fingerprint(params, [D.ARRAYS_DIR / "train.npz", D.ARRAYS_DIR / "validation.npz", *inputs])
     val_ds = D.eval_batches(val_inputs, val["labels"], batch)
-    trained, history = fit(stage, trainable, make_train_ds, val_ds, cfg["epochs"], cfg["early_stopping"], key)
+    trained, history = fit(stage, trainable, make_train_ds, val_ds, cfg["epochs"], cfg["early_stopping"], key,
+                           cfg["restore_best"])
     if trainable is model:
         model = trained  # the checkpoint's model, with its optimizer state, when resumed
     else:
         copy_weights(trained, model)
-    finish(stage, model, history, n, started, **extra)
+    finish(stage, model, history, n, started, **extra, **restored(cfg, history))
 
 
 def copy_weights(src: keras.Model, dst: keras.Model) -> None:

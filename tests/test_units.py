@@ -129,3 +129,62 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path, monkeypatc
     best = min(history, key=lambda r: r["val_loss"])
     restored = model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]
     assert restored == pytest.approx(best["val_loss"], rel=1e-4)
+
+
+def test_restore_best_keeps_the_lowest_val_loss_epoch_across_a_resume(tmp_path, monkeypatch):
+    """Same inverted validation labels: val_loss is lowest at the first epoch. A run
+    interrupted after 3 of 6 epochs and resumed must still end with epoch 1's weights,
+    which only the checkpoint remembers."""
+    import keras
+
+    from stages import datasets as D, models as M, training as T
+
+    monkeypatch.chdir(tmp_path)
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.uint8)
+    model = M.feature_classifier((4,), dense_units=8, dropout=0.0)
+    T.compile_binary(model, 0.05)
+
+    def make_train_ds(start):
+        return D.training_batches(64, y, 16, 0, 6, D.plain_inputs(x), start)
+
+    val_ds = D.eval_batches(x, 1 - y, 16)
+    _, first = T.fit("best", model, make_train_ds, val_ds, epochs=3, early_stopping=0, key="k", restore_best=True)
+    assert len(first) == 3
+    assert [p.name for p in (tmp_path / "data/checkpoints/best").glob("best-*")] == [
+        f"best-{T.best_epoch(first)}.weights.h5"]
+    model, history = T.fit("best", model, make_train_ds, val_ds, epochs=6, early_stopping=0, key="k",
+                           restore_best=True)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5, 6]
+    best = T.best_epoch(history)
+    assert best <= 3  # an epoch from before the resume
+    assert T.restored({"restore_best": True, "early_stopping": 0}, history) == {"restored_epoch": best}
+    restored = model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]
+    assert restored == pytest.approx(history[best - 1]["val_loss"], rel=1e-4)
+    assert restored < history[-1]["val_loss"]
+
+
+def test_without_restore_best_the_last_epoch_is_kept(tmp_path, monkeypatch):
+    import keras
+
+    from stages import datasets as D, models as M, training as T
+
+    monkeypatch.chdir(tmp_path)
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.uint8)
+    model = M.feature_classifier((4,), dense_units=8, dropout=0.0)
+    T.compile_binary(model, 0.05)
+
+    def make_train_ds(start):
+        return D.training_batches(64, y, 16, 0, 4, D.plain_inputs(x), start)
+
+    val_ds = D.eval_batches(x, 1 - y, 16)
+    model, history = T.fit("last", model, make_train_ds, val_ds, epochs=4, early_stopping=0, key="k")
+    assert not list((tmp_path / "data/checkpoints/last").glob("best-*"))
+    assert T.restored({"restore_best": False, "early_stopping": 0}, history) == {}
+    final = model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]
+    assert final == pytest.approx(history[-1]["val_loss"], rel=1e-4)
