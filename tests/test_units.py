@@ -104,10 +104,10 @@ def test_imagenet_preprocessing_matches_keras():
     np.testing.assert_allclose(VGG16Preprocessing("rescale")(x).numpy(), x / 255, rtol=1e-6)
 
 
-def test_early_stopping_stops_and_restores_the_best_weights(tmp_path, monkeypatch):
-    """Validation labels are the training labels inverted: the better the model learns,
-    the worse val_loss gets, so patience 1 must stop long before 20 epochs and keep the
-    weights of the best (first) epoch."""
+def inverted_toy_run(tmp_path, monkeypatch, epochs: int):
+    """A tiny compiled classifier whose validation labels are its training labels
+    inverted: the better it learns, the worse val_loss gets, so the lowest val_loss comes
+    early. Returns (model, make_train_ds, val_ds) for training.fit, run in tmp_path."""
     import keras
 
     from stages import datasets as D, models as M, training as T
@@ -121,9 +121,17 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path, monkeypatc
     T.compile_binary(model, 0.05)
 
     def make_train_ds(start):
-        return D.training_batches(64, y, 16, 0, 20, D.plain_inputs(x), start)
+        return D.training_batches(64, y, 16, 0, epochs, D.plain_inputs(x), start)
 
-    val_ds = D.eval_batches(x, 1 - y, 16)
+    return model, make_train_ds, D.eval_batches(x, 1 - y, 16)
+
+
+def test_early_stopping_stops_and_restores_the_best_weights(tmp_path, monkeypatch):
+    """Patience 1 must stop long before 20 epochs and keep the weights of the best
+    (first) epoch."""
+    from stages import training as T
+
+    model, make_train_ds, val_ds = inverted_toy_run(tmp_path, monkeypatch, epochs=20)
     model, history = T.fit("early", model, make_train_ds, val_ds, epochs=20, early_stopping=1, key="k")
     assert len(history) < 20
     best = min(history, key=lambda r: r["val_loss"])
@@ -132,25 +140,11 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path, monkeypatc
 
 
 def test_restore_best_keeps_the_lowest_val_loss_epoch_across_a_resume(tmp_path, monkeypatch):
-    """Same inverted validation labels: val_loss is lowest at the first epoch. A run
-    interrupted after 3 of 6 epochs and resumed must still end with epoch 1's weights,
-    which only the checkpoint remembers."""
-    import keras
+    """A run interrupted after 3 of 6 epochs and resumed must still end with the weights
+    of the best epoch, which only the checkpoint remembers."""
+    from stages import training as T
 
-    from stages import datasets as D, models as M, training as T
-
-    monkeypatch.chdir(tmp_path)
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 4)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.uint8)
-    model = M.feature_classifier((4,), dense_units=8, dropout=0.0)
-    T.compile_binary(model, 0.05)
-
-    def make_train_ds(start):
-        return D.training_batches(64, y, 16, 0, 6, D.plain_inputs(x), start)
-
-    val_ds = D.eval_batches(x, 1 - y, 16)
+    model, make_train_ds, val_ds = inverted_toy_run(tmp_path, monkeypatch, epochs=6)
     _, first = T.fit("best", model, make_train_ds, val_ds, epochs=3, early_stopping=0, key="k", restore_best=True)
     assert len(first) == 3
     assert [p.name for p in (tmp_path / "data/checkpoints/best").glob("best-*")] == [
@@ -167,22 +161,9 @@ def test_restore_best_keeps_the_lowest_val_loss_epoch_across_a_resume(tmp_path, 
 
 
 def test_without_restore_best_the_last_epoch_is_kept(tmp_path, monkeypatch):
-    import keras
+    from stages import training as T
 
-    from stages import datasets as D, models as M, training as T
-
-    monkeypatch.chdir(tmp_path)
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 4)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.uint8)
-    model = M.feature_classifier((4,), dense_units=8, dropout=0.0)
-    T.compile_binary(model, 0.05)
-
-    def make_train_ds(start):
-        return D.training_batches(64, y, 16, 0, 4, D.plain_inputs(x), start)
-
-    val_ds = D.eval_batches(x, 1 - y, 16)
+    model, make_train_ds, val_ds = inverted_toy_run(tmp_path, monkeypatch, epochs=4)
     model, history = T.fit("last", model, make_train_ds, val_ds, epochs=4, early_stopping=0, key="k")
     assert not list((tmp_path / "data/checkpoints/last").glob("best-*"))
     assert T.restored({"restore_best": False, "early_stopping": 0}, history) == {}
