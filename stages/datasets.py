@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -19,8 +20,8 @@ import tensorflow as tf
 
 from stages.augment import N_UNIFORMS, augment
 from stages.params import UserError
+from stages.study import ARRAYS_DIR
 
-ARRAYS_DIR = Path("data/split/arrays")
 PARALLEL = os.cpu_count() or 1
 
 
@@ -31,6 +32,12 @@ def load_arrays(path: Path | str) -> dict[str, np.ndarray]:
             return {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise UserError(f"{path} not found: run the stage that makes it (dvc repro)") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        # Truncated, bit-flipped, or holding a pickle (which is never loaded): DVC rebuilds it.
+        raise UserError(
+            f"{path} is damaged or not an array file this project wrote ({type(e).__name__}: {str(e)[:120]}): "
+            f"delete it and run `dvc repro` (or `dvc checkout {path}`) to rebuild it"
+        ) from None
 
 
 def load_split(name: str, directory: Path = ARRAYS_DIR) -> dict[str, np.ndarray]:

@@ -1,60 +1,49 @@
-"""Stage `evaluate`: every model on the same 1000 test images: metrics/evaluate.json
-(accuracy with 95% interval, loss, ROC AUC, precision, recall, F1, confusion counts, n),
-per model its predictions, ROC curve and most confidently misclassified images under
-plots/evaluate/, and plots/report.md: the results, the figures, and a diagnosis of each
-training run computed from its dvclive history (plots/<stage>/plots/metrics/*.tsv)."""
+"""Stage `evaluate`: every model on the same 1000 test images, and the study's report.
+
+metrics/evaluate.json (per model: accuracy with 95% interval, loss, ROC AUC, precision,
+recall, F1, confusion counts, n); under plots/evaluate/ per model its predictions, ROC
+curve, most confidently misclassified images and learning curves (drawn here from each
+training stage's dvclive history, so a change to a figure reruns this stage alone); and
+plots/report.md: the results, the figures, and a diagnosis of each training run."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from stages import params as P
 from stages.images import CLASSES
+from stages.study import DESCRIPTIONS, EVALUATE_DIR, MODEL_NAMES, PLOTS_DIR, REPORT_FILE, metrics_file, model_file
 
-MODELS_DIR = Path("data/models")
-FEATURES_DIR = Path("data/features")
-OUT_DIR = Path("plots/evaluate")
-METRICS_FILE = Path("metrics/evaluate.json")
-PLOTS_DIR = Path("plots")
-REPORT_FILE = PLOTS_DIR / "report.md"
-# The study's five models, in the order the story tells them.
-MODELS = ("train_custom", "train_custom_aug", "train_feature_clf", "train_aug_frozen", "finetune")
-DESCRIPTIONS = {
-    "train_custom": "small convnet",
-    "train_custom_aug": "+ dropout and augmentation",
-    "train_feature_clf": "VGG16 features + dense",
-    "train_aug_frozen": "frozen VGG16 + augmentation",
-    "finetune": "fine-tuned block5",
-}
+STAGE = "evaluate"
 
 
-def predict(name: str, batch_size: int, images: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(files, labels, P(dog)) of model `name` on the test split (`images`: its arrays)."""
+def predict(name: str, batch_size: int, images: np.ndarray) -> np.ndarray:
+    """P(dog) of model `name` for each of `images` (raw RGB pixels, as every model takes)."""
     from stages import datasets as D, models as M
 
-    test = D.load_arrays(FEATURES_DIR / "test.npz") if name == "train_feature_clf" else images
-    inputs = test["features"] if name == "train_feature_clf" else test["images"]
-    model = M.load(MODELS_DIR / f"{name}.keras")
-    probs = model.predict(D.eval_batches(inputs, None, batch_size), verbose=0)
-    return test["files"], test["labels"], np.asarray(probs, dtype=np.float64).reshape(-1)
+    model = M.load(model_file(name))
+    probs = model.predict(D.eval_batches(images, None, batch_size), verbose=0)
+    return np.asarray(probs, dtype=np.float64).reshape(-1)
 
 
 def main() -> None:
-    batch = P.load("evaluate")["evaluate"]["batch_size"]
+    batch = P.load(STAGE)[STAGE]["batch_size"]
+    missing = [str(model_file(m)) for m in MODEL_NAMES if not model_file(m).is_file()]
+    if missing:  # say so before spending minutes on the models that are there
+        raise P.UserError(f"{', '.join(missing)} not found: run the training stages first (dvc repro)")
 
+    from stages.datasets import load_split
     from stages.metrics import binary_metrics, roc_curve
     from stages.outputs import atomic_dir, write_csv, write_json
-    from stages.datasets import load_split
-    from stages.report import evaluation_figures, misclassified_gallery, study_report
+    from stages.report import evaluation_figures, misclassified_gallery, stage_curves, study_report
 
     results, predictions = {}, {}
     test = load_split("test")
-    with atomic_dir(OUT_DIR) as out:
-        for name in MODELS:
-            files, labels, probs = predict(name, batch, test)
+    files, labels = test["files"], test["labels"]
+    with atomic_dir(EVALUATE_DIR) as out:
+        for name in MODEL_NAMES:
+            probs = predict(name, batch, test["images"])
             results[name] = binary_metrics(labels, probs)
             named = np.array(CLASSES)
             predictions[name] = pd.DataFrame(
@@ -75,7 +64,8 @@ def main() -> None:
         )
         write_csv(out / "accuracy.csv", accuracy.round(4))
         evaluation_figures(results, predictions, out)
-    write_json(METRICS_FILE, {k: {m: round(v, 5) for m, v in r.items()} for k, r in results.items()})
+        stage_curves(list(MODEL_NAMES), PLOTS_DIR, out)
+    write_json(metrics_file(STAGE), {k: {m: round(v, 5) for m, v in r.items()} for k, r in results.items()})
     study_report(results, DESCRIPTIONS, PLOTS_DIR, REPORT_FILE)
     print(f"report: {REPORT_FILE}")
 

@@ -4,33 +4,32 @@ its output (4x4x512 at 150 px) with the labels, for `train_feature_clf`."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
 from stages import params as P
 from stages.images import SPLITS
+from stages.study import FEATURES_DIR, WEIGHTS_FILE, metrics_file
 
-WEIGHTS_FILE = Path("data/weights/vgg16_notop.weights.h5")
-FEATURES_DIR = Path("data/features")
-METRICS_FILE = Path("metrics/extract_features.json")
+STAGE = "extract_features"
 
 
 def main() -> None:
     started = time.perf_counter()
-    params = P.load("train", "vgg16", "extract_features")
-    batch = params["extract_features"]["batch_size"]
+    params = P.load("train", "vgg16", STAGE)
+    batch = params[STAGE]["batch_size"]
 
-    from stages import datasets as D, models as M, training as T
+    from stages import datasets as D, models as M, runtime as R
     from stages.outputs import atomic_dir, save_npz, write_json
 
-    T.configure(params["train"])
+    R.configure(params["train"])
     seconds, images = 0.0, 0
     with atomic_dir(FEATURES_DIR) as out:
         for name in SPLITS:
             split = D.load_split(name)
+            image_size = split["images"].shape[1]
             if name == "train":
-                conv_base = M.vgg16_conv_base(WEIGHTS_FILE, split["images"].shape[1])
+                conv_base = M.vgg16_conv_base(WEIGHTS_FILE, image_size)
                 extractor = M.vgg16_extractor(conv_base, params["vgg16"]["preprocessing"])
             t = time.perf_counter()
             features = D.run_model(
@@ -42,10 +41,11 @@ def main() -> None:
             )
             seconds += time.perf_counter() - t
             images += len(features)
-            save_npz(out / f"{name}.npz", features=features, labels=split["labels"], files=split["files"])
+            save_npz(out / f"{name}.npz", features=features, labels=split["labels"], files=split["files"],
+                     image_size=np.int32(image_size))
             print(f"{name}: features {features.shape}")
     write_json(
-        METRICS_FILE,
+        metrics_file(STAGE),
         {
             "images": images,
             "images_per_second": round(images / seconds, 1),

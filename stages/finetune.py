@@ -3,31 +3,30 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 from stages import params as P
+from stages.study import ARRAYS_DIR, model_file
 
-FROZEN_MODEL = Path("data/models/train_aug_frozen.keras")
 STAGE = "finetune"
+FROZEN_MODEL = model_file("train_aug_frozen")
 
 
 def main() -> None:
-    started = time.perf_counter()
     params = P.load("train", "augmentation", STAGE)
     cfg = params[STAGE]
 
-    from stages import datasets as D, models as M, training as T
+    from stages import datasets as D, models as M, runtime as R, training as T
 
-    T.configure(params["train"])
+    R.configure(params["train"])
     train, val = D.load_split("train"), D.load_split("validation")
-    with T.strategy_scope(params["train"]):
+    with R.strategy_scope(params["train"]):
         model = M.load(FROZEN_MODEL)
         M.unfreeze(model, cfg["unfreeze"])
-    T.train_on_images(
-        STAGE, model, train, val, cfg, params, started,
-        augment=True, bank=cfg["augment_bank"], inputs=(FROZEN_MODEL,),
+    run = T.train(
+        STAGE, model, train["images"], train["labels"], val["images"], val["labels"], cfg, params,
+        data_files=(ARRAYS_DIR / "train.npz", ARRAYS_DIR / "validation.npz", FROZEN_MODEL),
+        augment=True, bank=cfg["augment_bank"],
     )
+    T.save(STAGE, run.model, run)
 
 
 if __name__ == "__main__":

@@ -63,9 +63,9 @@ def accuracy_cell(r: dict) -> str:
 
 def table(results: dict, metrics_path: Path = METRICS) -> str:
     """The Markdown block between the markers (without them)."""
-    from stages.evaluate import DESCRIPTIONS, MODELS
+    from stages.study import DESCRIPTIONS, MODEL_NAMES
 
-    names = list(MODELS) + [m for m in results if m not in MODELS]
+    names = list(MODEL_NAMES) + [m for m in results if m not in MODEL_NAMES]
     ns = sorted({r["n"] for r in results.values() if isinstance(r, dict) and "n" in r})
     rows = [
         "| model | stage | our test accuracy (95% CI) | seed notebook's claim | Chollet (logged) |",

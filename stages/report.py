@@ -1,5 +1,6 @@
-"""Figures (matplotlib PNGs, for readers without DVC) of the data, of training runs and of
-the test results, and the study's Markdown report (plots/report.md)."""
+"""Figures (matplotlib PNGs, for readers without DVC) of the training runs and of the test
+results, and the study's Markdown report (plots/report.md). Only `evaluate` imports this:
+a change to a figure reruns `evaluate` alone, never a training stage."""
 
 from __future__ import annotations
 
@@ -13,43 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from stages.images import CLASSES, SPLITS  # noqa: E402
+from stages.images import CLASSES  # noqa: E402
 from stages.outputs import save_figure  # noqa: E402
-
-
-def data_figures(index: pd.DataFrame, split_dir: Path, out_dir: Path) -> None:
-    """Class counts per split, a labelled grid of training images, and image sizes."""
-    counts = index.groupby(["split", "label"]).size().unstack("label").reindex(SPLITS)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    counts.plot.bar(ax=ax, rot=0, color=["#d08c2e", "#3b6ea8"])
-    ax.set_ylabel("images")
-    ax.set_title("Images per split and class (balanced by construction)")
-    for container in ax.containers:
-        ax.bar_label(container)
-    save_figure(out_dir / "class_counts.png", fig)
-
-    train = index[index["split"] == "train"]
-    samples = pd.concat([train[train["label"] == c].head(8) for c in CLASSES])
-    fig, axes = plt.subplots(2, 8, figsize=(16, 4.4))
-    for ax, (_, row) in zip(axes.flat, samples.iterrows()):
-        with Image.open(split_dir / "images" / "train" / f"{row['label']}s" / row["file"]) as im:
-            ax.imshow(im.convert("RGB"))
-        ax.set_title(f"{row['label']} ({row['file']})", fontsize=8)
-        ax.axis("off")
-    fig.suptitle("Training images as they come: every size and aspect, often more than one animal")
-    save_figure(out_dir / "samples.png", fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-    for ax, column in zip(axes, ("width", "height")):
-        for label in CLASSES:
-            ax.hist(index.loc[index["label"] == label, column], bins=40, alpha=0.6, label=label)
-        ax.set_xlabel(f"original {column} (px)")
-        ax.legend()
-    axes[0].set_ylabel("images")
-    fig.suptitle("Original image sizes: all are resized to one square size, aspect not kept")
-    save_figure(out_dir / "image_sizes.png", fig)
 
 
 def training_curves(history: list[dict], title: str, path: Path) -> None:
@@ -66,8 +33,12 @@ def training_curves(history: list[dict], title: str, path: Path) -> None:
         ax.legend()
     best = frame.loc[frame["val_loss"].idxmin()]
     axes[0].axvline(best["epoch"], color="gray", ls=":", lw=1)
+    # Label on the side with room: a minimum in the right half is labelled to its left, so
+    # a late best epoch is not clipped at the edge of the axes.
+    late = best["epoch"] > (frame["epoch"].min() + frame["epoch"].max()) / 2
     axes[0].annotate(f"min val_loss, epoch {int(best['epoch'])}", (best["epoch"], best["val_loss"]),
-                     textcoords="offset points", xytext=(5, 10), fontsize=8)
+                     textcoords="offset points", xytext=(-5 if late else 5, 10), ha="right" if late else "left",
+                     fontsize=8)
     fig.suptitle(title)
     save_figure(path, fig)
 
@@ -180,6 +151,24 @@ def results_table(results: dict, models: dict[str, str]) -> list[str]:
     return rows
 
 
+def curves_file(evaluate_dir: Path, stage: str) -> Path:
+    """Where `evaluate` draws the learning curves of a training stage."""
+    return evaluate_dir / "curves" / f"{stage}.png"
+
+
+def stage_curves(stages: list[str], plots_dir: Path, evaluate_dir: Path) -> None:
+    """Learning curves (PNG) of each training stage, from its dvclive history."""
+    from stages.diagnosis import read_history
+    from stages.params import UserError
+
+    for stage in stages:
+        try:
+            history = read_history(plots_dir / stage)
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(str(e)) from None
+        training_curves(history, f"{stage}: loss and accuracy per epoch", curves_file(evaluate_dir, stage))
+
+
 def training_diagnoses(stages: list[str], plots_dir: Path) -> dict:
     """stage -> Diagnosis, each from the stage's dvclive TSVs under plots_dir/<stage>."""
     from stages.diagnosis import diagnose, read_history
@@ -226,7 +215,7 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
     ]
     for stage, d in diagnoses.items():
         lines.append(f"| `{stage}` | {d.epochs} | {d.best_val_loss:.4f} ({d.best_epoch}) | {d.final_gap:+.3f} | "
-                     f"{d.label} | [curves]({link(plots_dir / stage / 'curves.png')}) |")
+                     f"{d.label} | [curves]({link(curves_file(evaluate_dir, stage))}) |")
     lines += ["", "Diagnosis per run, computed from its per-epoch history (`plots/<stage>/plots/metrics/*.tsv`):", ""]
     lines += [f"- `{stage}`: {d.line}" for stage, d in diagnoses.items()]
     lines += [

@@ -16,11 +16,9 @@ import pandas as pd
 from stages import params as P
 from stages.images import CLASSES, SPLITS, decode_resized
 from stages.outputs import atomic_dir, save_npz, write_csv, write_json
+from stages.study import DATA_PLOTS_DIR, RAW_DIR, SPLIT_DIR, metrics_file
 
-RAW_DIR = Path("data/raw")
-SPLIT_DIR = Path("data/split")
-METRICS_FILE = Path("metrics/split.json")
-DATA_PLOTS = Path("plots/data")
+METRICS_FILE = metrics_file("split")
 
 
 def deduplicate(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -103,9 +101,9 @@ def main() -> None:
         write_split(index, cfg["image_size"], out)
         write_csv(out / "duplicates.csv", dropped[["file", "label", "id", "sha256", "reason"]])
 
-    from stages.report import data_figures  # matplotlib: only when needed
+    from stages.data_figures import data_figures  # matplotlib: only when needed
 
-    data_figures(index, SPLIT_DIR, DATA_PLOTS)
+    data_figures(index, SPLIT_DIR, DATA_PLOTS_DIR)
     counts = index.groupby(["split", "label"]).size()
     write_json(
         METRICS_FILE,

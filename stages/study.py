@@ -59,3 +59,13 @@ def metrics_file(stage: str) -> Path:
 def history_dir(stage: str) -> Path:
     """The dvclive folder of a training stage (plots/<stage>/plots/metrics/*.tsv inside)."""
     return PLOTS_DIR / stage
+
+
+def checkpoints_dir() -> Path:
+    """Where training stages keep their per-epoch checkpoints (outside DVC's outputs).
+
+    CATSDOGS_CHECKPOINTS moves them out of the work tree (e.g. ~/.cache/catsdogs/checkpoints),
+    so an interrupted stage resumes even after the project was cloned afresh."""
+    import os
+
+    return Path(os.environ.get("CATSDOGS_CHECKPOINTS") or CHECKPOINTS_DIR).expanduser()

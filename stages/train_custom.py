@@ -5,23 +5,26 @@ this same script on its own params section."""
 from __future__ import annotations
 
 import sys
-import time
 
 from stages import params as P
+from stages.study import ARRAYS_DIR
 
 
 def main(stage: str = "train_custom") -> None:
-    started = time.perf_counter()
     params = P.load("train", "augmentation", stage)
     cfg = params[stage]
 
-    from stages import datasets as D, models as M, training as T  # TensorFlow loads only now
+    from stages import datasets as D, models as M, runtime as R, training as T  # TensorFlow loads only now
 
-    T.configure(params["train"])
+    R.configure(params["train"])
     train, val = D.load_split("train"), D.load_split("validation")
-    with T.strategy_scope(params["train"]):
+    with R.strategy_scope(params["train"]):
         model = M.custom_convnet(train["images"].shape[1], cfg["dropout"])
-    T.train_on_images(stage, model, train, val, cfg, params, started, augment=cfg["augment"])
+    run = T.train(
+        stage, model, train["images"], train["labels"], val["images"], val["labels"], cfg, params,
+        data_files=(ARRAYS_DIR / "train.npz", ARRAYS_DIR / "validation.npz"), augment=cfg["augment"],
+    )
+    T.save(stage, run.model, run)
 
 
 if __name__ == "__main__":

@@ -1,41 +1,39 @@
 """Stage `train_feature_clf`: a small dense classifier on the saved VGG16 features.
-Cheap (the conv base ran once), but it never sees an augmented image, so it overfits."""
+Cheap (the conv base ran once), but it never sees an augmented image, so it overfits.
+
+The classifier trains on features; the model it saves is the frozen conv base with this
+head on top, raw pixels in and P(dog) out, so `evaluate`, `predict` and the exports treat
+all five models alike."""
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 from stages import params as P
+from stages.study import FEATURES_DIR, WEIGHTS_FILE
 
-FEATURES_DIR = Path("data/features")
 STAGE = "train_feature_clf"
 
 
 def main() -> None:
-    started = time.perf_counter()
-    params = P.load("train", STAGE)
+    params = P.load("train", "vgg16", STAGE)
     cfg = params[STAGE]
 
-    from stages import datasets as D, models as M, training as T
+    from stages import datasets as D, models as M, runtime as R, training as T
 
-    T.configure(params["train"])
+    R.configure(params["train"])
     train = D.load_arrays(FEATURES_DIR / "train.npz")
     val = D.load_arrays(FEATURES_DIR / "validation.npz")
-    with T.strategy_scope(params["train"]):
+    with R.strategy_scope(params["train"]):
         classifier = M.feature_classifier(train["features"].shape[1:], cfg["dense_units"], cfg["dropout"])
-        T.compile_binary(classifier, cfg["learning_rate"])
-    n, seed = len(train["labels"]), params["train"]["seed"]
-
-    def make_train_ds(start_epoch):
-        make_batch = D.plain_inputs(train["features"])
-        return D.training_batches(n, train["labels"], cfg["batch_size"], seed, cfg["epochs"], make_batch, start_epoch)
-
-    key = T.fingerprint(params, [FEATURES_DIR / "train.npz", FEATURES_DIR / "validation.npz"])
-    val_ds = D.eval_batches(val["features"], val["labels"], cfg["batch_size"])
-    classifier, history = T.fit(STAGE, classifier, make_train_ds, val_ds, cfg["epochs"], cfg["early_stopping"], key,
-                                cfg["restore_best"])
-    T.finish(STAGE, classifier, history, n, started, **T.restored(cfg, history))
+    run = T.train(
+        STAGE, classifier, train["features"], train["labels"], val["features"], val["labels"], cfg, params,
+        data_files=(FEATURES_DIR / "train.npz", FEATURES_DIR / "validation.npz"),
+    )
+    image_size = int(train["image_size"])
+    with R.strategy_scope(params["train"]):
+        conv_base = M.vgg16_conv_base(WEIGHTS_FILE, image_size)
+        model = M.vgg16_with_head(conv_base, params["vgg16"]["preprocessing"], cfg["dense_units"], cfg["dropout"])
+    T.copy_weights(run.model, model)
+    T.save(STAGE, model, run)
 
 
 if __name__ == "__main__":

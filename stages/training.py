@@ -1,152 +1,27 @@
-"""Training shared by every training stage: runtime set-up (seed, precision), one fit loop
-with dvclive logging, per-epoch checkpoints that a rerun resumes from, optional early
-stopping, and the stage's model and metrics written atomically."""
+"""The fit loop shared by every training stage: dvclive logging of each epoch, per-epoch
+checkpoints that a rerun resumes from, optional early stopping and best-epoch restore, and
+the stage's model and metrics written atomically. Training stages write data only (model,
+metrics, history); the figures are drawn by `evaluate` (stages/report.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from stages.outputs import atomic_path, write_json
-from stages.params import UserError
-
-MODELS_DIR = Path("data/models")
-CHECKPOINTS_DIR = Path("data/checkpoints")
-METRICS_DIR = Path("metrics")
-PLOTS_DIR = Path("plots")
-HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
-
-
-# ---------------------------------------------------------------- runtime
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def resolve_precision(requested: str, gpus: list | None = None, flags: set[str] | None = None) -> str:
-    """`auto`: float16 on a CUDA GPU, bfloat16 on a CPU with native bf16 (AVX512-BF16 or
-    AMX), float32 elsewhere (emulated bf16 is slower than float32)."""
-    if requested != "auto":
-        return requested
-    gpus = tf.config.list_physical_devices("GPU") if gpus is None else gpus
-    if gpus:
-        return "mixed_float16"
-    flags = cpu_flags() if flags is None else flags
-    if flags & {"avx512_bf16", "amx_bf16"}:
-        return "mixed_bfloat16"
-    return "float32"
-
-
-def configure(train_cfg: dict) -> str:
-    """Create the distribution strategy (first: multi-worker collectives must be set up
-    before TensorFlow initialises), seed Python, NumPy and TensorFlow and set the precision
-    policy; returns the policy."""
-    strategy(train_cfg)
-    keras.utils.set_random_seed(train_cfg["seed"])
-    policy = resolve_precision(train_cfg["precision"])
-    keras.mixed_precision.set_global_policy(policy)
-    print(f"precision: {policy} (asked for {train_cfg['precision']})")
-    return policy
-
-
-# ---------------------------------------------------------------- distribution
-
-_STRATEGIES: dict[tuple, tf.distribute.Strategy] = {}
-
-
-def tf_config() -> dict:
-    """The standard TF_CONFIG env var (cluster and this task), checked; {} when unset."""
-    raw = os.environ.get("TF_CONFIG", "")
-    if not raw.strip():
-        return {}
-    try:
-        config = json.loads(raw)
-        workers = config["cluster"]["worker"]
-        task = config["task"]
-        ok = isinstance(workers, list) and workers and task["type"] in ("worker", "chief")
-    except (ValueError, KeyError, TypeError):
-        ok = False
-    if not ok:
-        raise UserError(
-            'TF_CONFIG must be JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
-            f'"task": {{"type": "worker", "index": 0}}}}, got {raw!r}'
-        )
-    return config
-
-
-class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
-    """tf.distribute's MultiWorkerMirroredStrategy, with `reduce` fixed for Keras 3.
-
-    Keras 3's fit (3.15, TF 2.21) calls strategy.reduce with a nest of values (a data batch,
-    when it builds the model) and with axis=0 on scalar logs (every step); the multi-worker
-    strategy accepts neither (keras-team/keras#20585). This reduces each value on its own,
-    and a scalar across replicas only (it has no batch axis). Everything else is TF's.
-    """
-
-    def reduce(self, reduce_op, value, axis):
-        def one(v):
-            t = v.values[0] if isinstance(v, tf.distribute.DistributedValues) else v
-            scalar = getattr(t, "shape", None) is not None and t.shape.rank == 0
-            return super(MultiWorkerMirroredStrategy, self).reduce(reduce_op, v, None if scalar else axis)
-
-        return tf.nest.map_structure(one, value)
-
-
-def strategy(train_cfg: dict) -> tf.distribute.Strategy:
-    """The tf.distribute strategy that `train.distribute` asks for (one per process).
-
-    none: the default strategy (one device). mirrored: MirroredStrategy, synchronous
-    data-parallel training over `train.devices` ([] = every local GPU, or the CPU when there
-    is none). multi_worker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG, each
-    worker using its local GPUs (or its CPU).
-
-    `batch_size` stays the GLOBAL batch: each step splits one batch across all replicas
-    and averages their gradients, so a run computes the same updates as on one device.
-    The learning rate is used as given; it is not scaled with the number of replicas.
-    """
-    kind, devices = train_cfg.get("distribute", "none"), list(train_cfg.get("devices") or [])
-    if devices and kind != "mirrored":
-        raise UserError(f"train.devices only applies to train.distribute: mirrored (distribute is {kind})")
-    cache_key = (kind, tuple(devices))
-    if cache_key in _STRATEGIES:
-        return _STRATEGIES[cache_key]
-    if kind == "none":
-        made = tf.distribute.get_strategy()
-    elif kind == "mirrored":
-        made = tf.distribute.MirroredStrategy(devices=devices or None)
-    elif kind == "multi_worker":
-        if not tf_config():
-            raise UserError("train.distribute is multi_worker but TF_CONFIG is not set (see README, Scaling out)")
-        made = MultiWorkerMirroredStrategy()
-    else:
-        raise UserError(f"train.distribute must be one of none, mirrored, multi_worker, got {kind!r}")
-    if kind != "none":
-        print(f"distribute: {kind}, {made.num_replicas_in_sync} replicas in sync")
-    _STRATEGIES[cache_key] = made
-    return made
-
-
-def strategy_scope(train_cfg: dict):
-    """Build, load and compile models inside this scope so that their variables (and the
-    optimizer's) are mirrored and `fit` runs every step on all replicas."""
-    return strategy(train_cfg).scope()
+from stages.runtime import strategy_scope
+from stages.study import HISTORY_KEYS, checkpoints_dir, history_dir, metrics_file, model_file
 
 
 def compile_binary(model: keras.Model, learning_rate: float) -> None:
@@ -159,10 +34,17 @@ def compile_binary(model: keras.Model, learning_rate: float) -> None:
 
 # ---------------------------------------------------------------- resume
 
+def file_digest(path: Path | str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def fingerprint(config: dict, inputs: list[Path | str]) -> str:
-    """What a checkpoint is valid for: the params and the exact input files."""
-    stats = [(str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in inputs]
-    blob = json.dumps({"config": config, "inputs": stats}, sort_keys=True, default=str)
+    """What a checkpoint is valid for: the params and the content of the input files (not
+    their times, so a checkpoint outside the work tree survives a fresh clone and
+    `dvc checkout` of the same data)."""
+    digests = {str(p): file_digest(p) for p in inputs}
+    blob = json.dumps({"config": config, "inputs": digests}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -175,26 +57,34 @@ class Checkpoint(keras.callbacks.Callback):
 
     def __init__(self, stage: str, key: str, history: list[dict], keep_best: bool = False):
         super().__init__()
-        self.dir = CHECKPOINTS_DIR / stage
+        self.dir = checkpoints_dir() / stage
         self.key = key
         self.history = history
         self.keep_best = keep_best
 
     def restore(self) -> tuple[keras.Model | None, list[dict]]:
-        """The checkpointed model and history if they belong to this exact run, else (None, [])."""
+        """The checkpointed model and history if they belong to this exact run, else (None, []).
+
+        A checkpoint that cannot be read (a damaged file, a half-copied folder, another
+        Keras) must never block the stage: it is moved aside and training starts fresh."""
+        if not (self.dir / "state.json").exists():
+            return None, []  # no checkpoint: the normal first run
         try:
             state = json.loads((self.dir / "state.json").read_text())
             if state["key"] != self.key:
                 print(f"checkpoint in {self.dir} is for other params or inputs: starting fresh")
                 return None, []
             model = keras.models.load_model(self.dir / "model.keras", safe_mode=True)
-        except FileNotFoundError:
-            return None, []  # no checkpoint: the normal first run
-        except (OSError, ValueError, KeyError) as e:
-            print(f"checkpoint in {self.dir} is unreadable ({type(e).__name__}: {e}): starting fresh")
+            history = [dict(row) for row in state["history"]]
+        except Exception as e:  # noqa: BLE001 - whatever is wrong with it, do not resume from it
+            aside = self.dir.with_name(f"{self.dir.name}.unreadable")
+            shutil.rmtree(aside, ignore_errors=True)
+            self.dir.rename(aside)
+            print(f"checkpoint in {self.dir} is unreadable ({type(e).__name__}: {str(e)[:200]}): "
+                  f"moved to {aside}, starting fresh")
             return None, []
-        print(f"resuming from {self.dir} after epoch {len(state['history'])}")
-        return model, state["history"]
+        print(f"resuming from {self.dir} after epoch {len(history)}")
+        return model, history
 
     def best_weights(self, epoch: int) -> Path:
         # Named by epoch: a crash between saving these and state.json cannot make the
@@ -270,7 +160,7 @@ def fit(
     restore_best: bool = False,
 ) -> tuple[keras.Model, list[dict]]:
     """Train `model` (compiled) for `epochs`, logging every epoch with dvclive into
-    plots/<stage>/; resumes from this stage's checkpoint when `key` matches.
+    plots/<stage>/ (history_dir); resumes from this stage's checkpoint when `key` matches.
 
     restore_best (and early stopping, which implies it): end with the weights of the epoch
     of lowest val_loss, not of the last epoch. The epoch is chosen on the validation
@@ -290,7 +180,7 @@ def fit(
         history.extend(past)
     start = len(history)
 
-    live = Live(dir=str(PLOTS_DIR / stage), dvcyaml=None, save_dvc_exp=False)
+    live = Live(dir=str(history_dir(stage)), dvcyaml=None, save_dvc_exp=False)
     callbacks = [History(history, live), checkpoint]
     if early_stopping:
         # Stops only; the best weights come from the checkpoint below, which (unlike
@@ -315,20 +205,100 @@ def fit(
     return model, history
 
 
-def finish(stage: str, model: keras.Model, history: list[dict], n_train: int, started: float, **extra) -> None:
-    """Save the model, metrics/<stage>.json and the curves; then drop the checkpoint."""
-    from stages.report import training_curves
+# ---------------------------------------------------------------- one training function
 
-    training_curves(history, f"{stage}: loss and accuracy per epoch", PLOTS_DIR / stage / "curves.png")
-    with atomic_path(MODELS_DIR / f"{stage}.keras", suffix=".keras") as tmp:
-        model.save(tmp)
-    write_json(METRICS_DIR / f"{stage}.json", summarize(history, n_train, time.perf_counter() - started, **extra))
-    shutil.rmtree(CHECKPOINTS_DIR / stage, ignore_errors=True)
+
+@dataclass
+class Run:
+    """What `train` returns: the trained model, its per-epoch history and what it cost."""
+
+    model: keras.Model
+    history: list[dict]
+    n_train: int
+    wall_seconds: float
+    extra: dict = field(default_factory=dict)  # numbers for metrics: bank_seconds, restored_epoch
+
+
+def train(
+    stage: str,
+    model: keras.Model,
+    train_inputs: np.ndarray,
+    train_labels: np.ndarray,
+    val_inputs: np.ndarray,
+    val_labels: np.ndarray,
+    cfg: dict,
+    params: dict,
+    data_files: tuple[Path | str, ...],
+    augment: bool = False,
+    bank: int = 0,
+) -> Run:
+    """Train `model` on (train_inputs, train_labels), validate on the validation arrays, and
+    time itself. Inputs are images (uint8 pixels) or features: the model decides.
+
+    cfg: the stage's params section (batch_size, epochs, learning_rate, early_stopping,
+      restore_best); params: every section the stage read (for the checkpoint key).
+    data_files: the files the arrays came from; with the params they decide whether a
+      checkpoint belongs to this run.
+    augment: augment training images (Chollet's ImageDataGenerator settings).
+    bank: if > 0 (requires augment and a frozen prefix), push `bank` augmented copies of
+      each image through the frozen layers once; epochs then train only the layers after
+      them on those activations. Same model, same maths, a fraction of the compute.
+
+    Under a `train.distribute` strategy, `model` must have been built (or loaded) inside
+    strategy_scope; the bank is computed once per worker on its first device (inference),
+    and only the trainable suffix is trained on all replicas.
+    """
+    from stages import datasets as D
+    from stages.models import split_frozen_prefix
+
+    started = time.perf_counter()
+    seed, aug_cfg, batch = params["train"]["seed"], params.get("augmentation"), cfg["batch_size"]
+    n, extra = len(train_labels), {}
+    if bank and augment:
+        with strategy_scope(params["train"]):  # the suffix model and its optimizer belong to the strategy
+            prefix, trainable = split_frozen_prefix(model)
+        t = time.perf_counter()
+        print(f"augmentation bank: {bank} copies of {n} images through {len(prefix.layers) - 1} frozen layers")
+        make_batch = D.bank_inputs(D.build_bank(prefix, train_inputs, bank, seed, aug_cfg, batch), n)
+        val_inputs = D.run_model(
+            lambda x: prefix(x, training=False),
+            D.eval_batches(val_inputs, None, batch),
+            len(val_inputs),
+            prefix.output.shape[1:],
+            tf.dtypes.as_dtype(prefix.output.dtype).as_numpy_dtype,
+        )
+        extra["bank_seconds"] = time.perf_counter() - t
+    else:
+        trainable = model
+        make_batch = D.augmented_images(train_inputs, seed, aug_cfg) if augment else D.plain_inputs(train_inputs)
+    with strategy_scope(params["train"]):
+        compile_binary(trainable, cfg["learning_rate"])
+
+    def make_train_ds(start_epoch):
+        return D.training_batches(n, train_labels, batch, seed, cfg["epochs"], make_batch, start_epoch)
+
+    key = fingerprint(params, list(data_files))
+    val_ds = D.eval_batches(val_inputs, val_labels, batch)
+    trained, history = fit(stage, trainable, make_train_ds, val_ds, cfg["epochs"], cfg["early_stopping"], key,
+                           cfg["restore_best"])
+    if trainable is model:
+        model = trained  # the checkpoint's model, with its optimizer state, when resumed
+    else:
+        copy_weights(trained, model)
+    return Run(model, history, n, time.perf_counter() - started, {**extra, **restored(cfg, history)})
 
 
 def restored(cfg: dict, history: list[dict]) -> dict:
     """{"restored_epoch": N} for metrics when the stage kept its best epoch, else {}."""
     return {"restored_epoch": best_epoch(history)} if cfg["restore_best"] or cfg["early_stopping"] else {}
+
+
+def save(stage: str, model: keras.Model, run: Run) -> None:
+    """Write the stage's model and metrics/<stage>.json; then drop its checkpoint."""
+    with atomic_path(model_file(stage), suffix=".keras") as tmp:
+        model.save(tmp)
+    write_json(metrics_file(stage), summarize(run.history, run.n_train, run.wall_seconds, **run.extra))
+    shutil.rmtree(checkpoints_dir() / stage, ignore_errors=True)
 
 
 def summarize(history: list[dict], n_train: int, wall_seconds: float, **extra) -> dict:
@@ -351,72 +321,6 @@ def summarize(history: list[dict], n_train: int, wall_seconds: float, **extra) -
         "wall_seconds": round(wall_seconds, 1),
         **{k: round(v, 1) for k, v in extra.items()},
     }
-
-
-# ---------------------------------------------------------------- image models
-
-def train_on_images(
-    stage: str,
-    model: keras.Model,
-    train: dict,
-    val: dict,
-    cfg: dict,
-    params: dict,
-    started: float,
-    augment: bool,
-    bank: int = 0,
-    inputs: tuple[Path | str, ...] = (),
-) -> None:
-    """Train an image model on `train` (a split from datasets.load_split), validate on
-    `val`, save the model, its metrics and its curves.
-
-    augment: augment training images (Chollet's ImageDataGenerator settings).
-    bank: if > 0 (requires augment and a frozen prefix), push `bank` augmented copies of
-      each image through the frozen layers once; epochs then train only the layers after
-      them on those activations. Same model, same maths, a fraction of the compute.
-
-    Under a `train.distribute` strategy, `model` must have been built (or loaded) inside
-    strategy_scope; the bank is computed once per worker on its first device (inference),
-    and only the trainable suffix is trained on all replicas.
-    """
-    from stages import datasets as D
-    from stages.models import split_frozen_prefix
-
-    seed, aug_cfg, batch = params["train"]["seed"], params.get("augmentation"), cfg["batch_size"]
-    n, extra = len(train["labels"]), {}
-    if bank and augment:
-        with strategy_scope(params["train"]):  # the suffix model and its optimizer belong to the strategy
-            prefix, trainable = split_frozen_prefix(model)
-        t = time.perf_counter()
-        print(f"augmentation bank: {bank} copies of {n} images through {len(prefix.layers) - 1} frozen layers")
-        make_batch = D.bank_inputs(D.build_bank(prefix, train["images"], bank, seed, aug_cfg, batch), n)
-        val_inputs = D.run_model(
-            lambda x: prefix(x, training=False),
-            D.eval_batches(val["images"], None, batch),
-            len(val["images"]),
-            prefix.output.shape[1:],
-            tf.dtypes.as_dtype(prefix.output.dtype).as_numpy_dtype,
-        )
-        extra["bank_seconds"] = time.perf_counter() - t
-    else:
-        trainable = model
-        make_batch = D.augmented_images(train["images"], seed, aug_cfg) if augment else D.plain_inputs(train["images"])
-        val_inputs = val["images"]
-    with strategy_scope(params["train"]):
-        compile_binary(trainable, cfg["learning_rate"])
-
-    def make_train_ds(start_epoch):
-        return D.training_batches(n, train["labels"], batch, seed, cfg["epochs"], make_batch, start_epoch)
-
-    key = fingerprint(params, [D.ARRAYS_DIR / "train.npz", D.ARRAYS_DIR / "validation.npz", *inputs])
-    val_ds = D.eval_batches(val_inputs, val["labels"], batch)
-    trained, history = fit(stage, trainable, make_train_ds, val_ds, cfg["epochs"], cfg["early_stopping"], key,
-                           cfg["restore_best"])
-    if trainable is model:
-        model = trained  # the checkpoint's model, with its optimizer state, when resumed
-    else:
-        copy_weights(trained, model)
-    finish(stage, model, history, n, started, **extra, **restored(cfg, history))
 
 
 def copy_weights(src: keras.Model, dst: keras.Model) -> None:

@@ -14,12 +14,14 @@ import pytest
 import yaml
 from PIL import Image
 
+from stages.study import MODEL_NAMES
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SHARED_IMAGES = SHARED / "datasets" / "dogs-vs-cats" / "train"
 SHARED_WEIGHTS = SHARED / "weights" / "vgg16_imagenet_notop.weights.h5"
 PROJECT_FILES = ("stages", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore")
-TRAINING_STAGES = ("train_custom", "train_custom_aug", "train_feature_clf", "train_aug_frozen", "finetune")
+TRAINING_STAGES = MODEL_NAMES
 needs_shared = pytest.mark.skipif(
     not (SHARED_IMAGES.is_dir() and SHARED_WEIGHTS.is_file()),
     reason=f"real images and weights not found at {SHARED} (they sit beside the project in CI)",

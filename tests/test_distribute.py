@@ -36,8 +36,8 @@ for module in sys.argv[1:]:
     runpy.run_module(module, run_name="__main__")
 if os.environ.get("SHARD_CHECK"):  # then print which examples each local replica gets
     import json, numpy as np, yaml
-    from stages import datasets as D, training as T
-    strategy = T.strategy(yaml.safe_load(open("params.yaml"))["train"])
+    from stages import datasets as D, runtime as R
+    strategy = R.strategy(yaml.safe_load(open("params.yaml"))["train"])
     ds, _ = D.training_batches(10, np.zeros(10), 4, 3, 2, D.plain_inputs(np.arange(10.0)[:, None]))
     for step, (x, y) in enumerate(strategy.experimental_distribute_dataset(ds)):
         local = [t.numpy().ravel().astype(int).tolist() for t in strategy.experimental_local_results(x)]
@@ -65,17 +65,17 @@ def test_schema_accepts_and_rejects_distribute():
 def test_strategy_errors_name_the_problem(monkeypatch):
     import tensorflow as tf
 
-    from stages import training as T
+    from stages import runtime as R
 
-    assert T.strategy({"distribute": "none", "devices": []}) is tf.distribute.get_strategy()
+    assert R.strategy({"distribute": "none", "devices": []}) is tf.distribute.get_strategy()
     with pytest.raises(P.UserError, match="train.devices only applies to train.distribute: mirrored"):
-        T.strategy({"distribute": "none", "devices": ["/gpu:0"]})
+        R.strategy({"distribute": "none", "devices": ["/gpu:0"]})
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(P.UserError, match="TF_CONFIG is not set"):
-        T.strategy({"distribute": "multi_worker", "devices": []})
+        R.strategy({"distribute": "multi_worker", "devices": []})
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {}}')
     with pytest.raises(P.UserError, match="TF_CONFIG must be JSON like"):
-        T.strategy({"distribute": "multi_worker", "devices": []})
+        R.strategy({"distribute": "multi_worker", "devices": []})
 
 
 # ---------------------------------------------------------------- tiny stage runs

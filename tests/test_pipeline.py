@@ -72,7 +72,7 @@ def test_training_stage_outputs(project, stage):
     for name in ("loss", "val_loss", "accuracy", "val_accuracy"):
         rows = pd.read_csv(project / f"plots/{stage}/plots/metrics/{name}.tsv", sep="\t")
         assert rows["step"].tolist() == [1, 2], f"{stage} {name}: one row per epoch"
-    assert (project / f"plots/{stage}/curves.png").stat().st_size > 1000
+    assert (project / f"plots/evaluate/curves/{stage}.png").stat().st_size > 1000
     assert not (project / "data/checkpoints" / stage).exists(), "checkpoint removed after success"
 
 
@@ -140,3 +140,39 @@ def test_param_change_reruns_only_dependents(project):
     assert read_json(project / "metrics/train_feature_clf.json") != before
     diff = dvc(project, "metrics", "diff", "--json").stdout
     assert "metrics/train_feature_clf.json" in json.loads(diff)
+
+
+def test_editing_a_figure_reruns_evaluate_only(project):
+    """Figures are drawn by `evaluate` alone: a change to the learning-curve function must
+    not retrain anything (it used to rerun `split` and all five training stages)."""
+    report = project / "stages/report.py"
+    original = report.read_text()
+    edited = original.replace('ax.set_xlabel("epoch")', 'ax.set_xlabel("epoch (1-based)")')
+    assert edited != original, "the learning-curve function no longer labels its x axis 'epoch'"
+    report.write_text(edited)
+    try:
+        status = dvc(project, "status", "--json").stdout
+        assert sorted(json.loads(status)) == ["evaluate"], status
+        result = dvc(project, "repro")
+        assert ran_stages(result.stdout) == ["evaluate"], result.stdout
+    finally:
+        report.write_text(original)
+        dvc(project, "repro")
+
+
+def test_every_saved_model_takes_raw_pixels(project):
+    """train_feature_clf saves the conv base with its head: pixels in, P(dog) out, and it
+    gives the probabilities `evaluate` wrote (computed the same way for all five)."""
+    import keras
+
+    import stages.models  # noqa: F401  (registers the project's layers)
+
+    with np.load(project / "data/split/arrays/test.npz", allow_pickle=False) as test:
+        images, files = test["images"], test["files"]
+    for name in TRAINING_STAGES:
+        model = keras.models.load_model(project / f"data/models/{name}.keras", safe_mode=True, compile=False)
+        assert model.input_shape == (None, 48, 48, 3), name
+        probs = model.predict(images.astype(np.float32), verbose=0).reshape(-1)
+        written = pd.read_csv(project / f"plots/evaluate/predictions/{name}.csv")
+        assert written["file"].tolist() == files.tolist()
+        np.testing.assert_allclose(probs, written["p_dog"], atol=2e-5, err_msg=name)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stages import readme_table as T
-from stages.evaluate import MODELS
+from stages.study import MODEL_NAMES as MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -62,7 +62,6 @@ def write_tsvs(stage_dir: Path, val_loss, loss) -> None:
     for key, values in columns.items():
         lines = ["step\t" + key] + [f"{i + 1}\t{v}" for i, v in enumerate(values)]
         (folder / f"{key}.tsv").write_text("\n".join(lines) + "\n")
-    (stage_dir / "curves.png").write_bytes(b"png")
 
 
 def test_study_report(tmp_path):
@@ -78,6 +77,7 @@ def test_study_report(tmp_path):
     (plots / "evaluate").mkdir()
     for f in ("accuracy.png", "roc.png", "confusion.png", *(f"misclassified_{name}.png" for name in curves)):
         (plots / "evaluate" / f).write_bytes(b"png")
+    R.stage_curves(list(curves), plots, plots / "evaluate")
     rng = np.random.default_rng(1)
     labels = np.repeat([0, 1], 20)
     results = {s: binary_metrics(labels, np.clip(labels * 0.6 + rng.uniform(0, 0.4, 40), 0, 1)) for s in curves}
@@ -96,7 +96,7 @@ def test_study_report(tmp_path):
     assert "- `b`: still improving at the last epoch" in text
 
     links = re.findall(r"\]\(([^)]+)\)", text)
-    assert "evaluate/misclassified_a.png" in links and "a/curves.png" in links and "data/class_counts.png" in links
+    assert "evaluate/misclassified_a.png" in links and "evaluate/curves/a.png" in links and "data/class_counts.png" in links
     for target in links:
         assert (plots / target).is_file(), f"broken link {target}"
 

@@ -151,6 +151,28 @@ def test_unreadable_checkpoint_is_reported_not_fatal(tmp_path, monkeypatch, caps
     assert checkpoint.restore() == (None, [])
     out = capsys.readouterr().out
     assert out.startswith("checkpoint in data/checkpoints/train_custom is unreadable (ValueError: ") and out.rstrip().endswith("starting fresh"), out
+    assert not checkpoint.dir.exists() and (checkpoint.dir.parent / "train_custom.unreadable/model.keras").is_file(), \
+        "set aside, so the next run neither trips over it nor loses it"
+    checkpoint.dir.mkdir(parents=True)
     (checkpoint.dir / "state.json").write_text("{truncated")
     assert checkpoint.restore() == (None, [])
     assert "is unreadable (JSONDecodeError" in capsys.readouterr().out
+
+
+def test_damaged_checkpoint_of_a_killed_run_does_not_block_the_stage(resumed, killed):
+    """Issue repro: kill after 2 epochs, flip bytes in the middle of model.keras, rerun:
+    the stage says so, sets the checkpoint aside, trains from scratch and succeeds."""
+    project, _, saved = killed
+    set_params(project, epochs=EPOCHS)
+    target = project / "data/checkpoints/train_custom"
+    shutil.copytree(saved, target, dirs_exist_ok=True)
+    model_bytes = bytearray((target / "model.keras").read_bytes())
+    middle = len(model_bytes) // 2
+    model_bytes[middle:middle + 4000] = bytes(b ^ 0xFF for b in model_bytes[middle:middle + 4000])
+    (target / "model.keras").write_bytes(bytes(model_bytes))
+    result = dvc(project, "repro", "train_custom")
+    output = result.stdout + result.stderr
+    assert "checkpoint in data/checkpoints/train_custom is unreadable" in output and "starting fresh" in output, output
+    assert "resuming" not in output
+    assert json.loads((project / "metrics/train_custom.json").read_text())["epochs_run"] == EPOCHS
+    assert (project / "data/checkpoints/train_custom.unreadable").is_dir()

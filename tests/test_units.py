@@ -9,7 +9,7 @@ import pytest
 
 from stages.metrics import binary_metrics, roc_auc, roc_curve, wilson_interval
 from stages.outputs import atomic_dir, atomic_path, write_json
-from stages.training import resolve_precision
+from stages.runtime import resolve_precision
 
 
 @pytest.mark.parametrize(

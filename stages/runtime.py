@@ -1,0 +1,135 @@
+"""Runtime set-up shared by every stage that runs TensorFlow: seed, precision policy and
+the tf.distribute strategy. Apart from the fit loop (stages/training.py) so that a stage
+that only runs inference (extract_features) depends on this alone."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from stages.params import UserError
+
+
+# ---------------------------------------------------------------- runtime
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_precision(requested: str, gpus: list | None = None, flags: set[str] | None = None) -> str:
+    """`auto`: float16 on a CUDA GPU, bfloat16 on a CPU with native bf16 (AVX512-BF16 or
+    AMX), float32 elsewhere (emulated bf16 is slower than float32)."""
+    if requested != "auto":
+        return requested
+    gpus = tf.config.list_physical_devices("GPU") if gpus is None else gpus
+    if gpus:
+        return "mixed_float16"
+    flags = cpu_flags() if flags is None else flags
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def configure(train_cfg: dict) -> str:
+    """Create the distribution strategy (first: multi-worker collectives must be set up
+    before TensorFlow initialises), seed Python, NumPy and TensorFlow and set the precision
+    policy; returns the policy."""
+    strategy(train_cfg)
+    keras.utils.set_random_seed(train_cfg["seed"])
+    policy = resolve_precision(train_cfg["precision"])
+    keras.mixed_precision.set_global_policy(policy)
+    print(f"precision: {policy} (asked for {train_cfg['precision']})")
+    return policy
+
+
+# ---------------------------------------------------------------- distribution
+
+_STRATEGIES: dict[tuple, tf.distribute.Strategy] = {}
+
+
+def tf_config() -> dict:
+    """The standard TF_CONFIG env var (cluster and this task), checked; {} when unset."""
+    raw = os.environ.get("TF_CONFIG", "")
+    if not raw.strip():
+        return {}
+    try:
+        config = json.loads(raw)
+        workers = config["cluster"]["worker"]
+        task = config["task"]
+        ok = isinstance(workers, list) and workers and task["type"] in ("worker", "chief")
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise UserError(
+            'TF_CONFIG must be JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+            f'"task": {{"type": "worker", "index": 0}}}}, got {raw!r}'
+        )
+    return config
+
+
+class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """tf.distribute's MultiWorkerMirroredStrategy, with `reduce` fixed for Keras 3.
+
+    Keras 3's fit (3.15, TF 2.21) calls strategy.reduce with a nest of values (a data batch,
+    when it builds the model) and with axis=0 on scalar logs (every step); the multi-worker
+    strategy accepts neither (keras-team/keras#20585). This reduces each value on its own,
+    and a scalar across replicas only (it has no batch axis). Everything else is TF's.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        def one(v):
+            t = v.values[0] if isinstance(v, tf.distribute.DistributedValues) else v
+            scalar = getattr(t, "shape", None) is not None and t.shape.rank == 0
+            return super(MultiWorkerMirroredStrategy, self).reduce(reduce_op, v, None if scalar else axis)
+
+        return tf.nest.map_structure(one, value)
+
+
+def strategy(train_cfg: dict) -> tf.distribute.Strategy:
+    """The tf.distribute strategy that `train.distribute` asks for (one per process).
+
+    none: the default strategy (one device). mirrored: MirroredStrategy, synchronous
+    data-parallel training over `train.devices` ([] = every local GPU, or the CPU when there
+    is none). multi_worker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG, each
+    worker using its local GPUs (or its CPU).
+
+    `batch_size` stays the GLOBAL batch: each step splits one batch across all replicas
+    and averages their gradients, so a run computes the same updates as on one device.
+    The learning rate is used as given; it is not scaled with the number of replicas.
+    """
+    kind, devices = train_cfg.get("distribute", "none"), list(train_cfg.get("devices") or [])
+    if devices and kind != "mirrored":
+        raise UserError(f"train.devices only applies to train.distribute: mirrored (distribute is {kind})")
+    cache_key = (kind, tuple(devices))
+    if cache_key in _STRATEGIES:
+        return _STRATEGIES[cache_key]
+    if kind == "none":
+        made = tf.distribute.get_strategy()
+    elif kind == "mirrored":
+        made = tf.distribute.MirroredStrategy(devices=devices or None)
+    elif kind == "multi_worker":
+        if not tf_config():
+            raise UserError("train.distribute is multi_worker but TF_CONFIG is not set (see README, Scaling out)")
+        made = MultiWorkerMirroredStrategy()
+    else:
+        raise UserError(f"train.distribute must be one of none, mirrored, multi_worker, got {kind!r}")
+    if kind != "none":
+        print(f"distribute: {kind}, {made.num_replicas_in_sync} replicas in sync")
+    _STRATEGIES[cache_key] = made
+    return made
+
+
+def strategy_scope(train_cfg: dict):
+    """Build, load and compile models inside this scope so that their variables (and the
+    optimizer's) are mirrored and `fit` runs every step on all replicas."""
+    return strategy(train_cfg).scope()

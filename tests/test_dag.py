@@ -1,0 +1,73 @@
+"""The DAG is honest: each stage's `stages/` code deps in dvc.yaml are exactly the modules
+its script imports (transitively, within `stages/`), so that a change reruns every stage it
+can affect and no other. A static scan of every import statement, lazy ones included."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+STAGES_DIR = ROOT / "stages"
+DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """`stages.X` modules that the file at `path` imports anywhere (lazy imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("stages.")}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "stages":  # from stages import datasets as D
+                found |= {f"stages.{a.name}" for a in node.names}
+            elif node.module.startswith("stages."):
+                found.add(node.module)
+    return found
+
+
+def module_closure(module: str) -> set[Path]:
+    """The files of `module` and of every `stages` module it imports, transitively."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += imported_modules(ROOT / (name.replace(".", "/") + ".py"))
+    return {ROOT / (name.replace(".", "/") + ".py") for name in seen}
+
+
+def code_deps(stage: dict) -> set[Path]:
+    return {ROOT / d for d in stage.get("deps", []) if str(d).startswith("stages/")}
+
+
+@pytest.mark.parametrize("name", sorted(DVC_YAML))
+def test_stage_code_deps_are_exactly_what_it_imports(name):
+    stage = DVC_YAML[name]
+    match = re.fullmatch(r"python -m (stages\.\w+)", stage["cmd"])
+    assert match, f"{name}: cmd {stage['cmd']!r} is not `python -m stages.<module>`"
+    imported = module_closure(match.group(1))
+    listed = code_deps(stage)
+    rel = lambda paths: sorted(p.relative_to(ROOT).as_posix() for p in paths)  # noqa: E731
+    assert rel(imported - listed) == [], f"{name}: imports these but dvc.yaml does not list them"
+    assert rel(listed - imported) == [], f"{name}: dvc.yaml lists these but the stage never imports them"
+
+
+def test_figure_code_is_a_dep_of_the_reporting_stages_only():
+    """Editing a figure or the report never reruns a training stage."""
+    users = {name for name, stage in DVC_YAML.items() if ROOT / "stages/report.py" in code_deps(stage)}
+    assert users == {"evaluate"}
+    users = {name for name, stage in DVC_YAML.items() if ROOT / "stages/data_figures.py" in code_deps(stage)}
+    assert users == {"split"}
+
+
+def test_the_nine_stages():
+    assert list(DVC_YAML) == ["download", "split", "train_custom", "train_custom_aug", "extract_features",
+                              "train_feature_clf", "train_aug_frozen", "finetune", "evaluate"]
