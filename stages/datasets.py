@@ -133,9 +133,10 @@ def eval_batches(inputs: np.ndarray, labels: np.ndarray | None, batch_size: int)
 
 
 def run_model(model_fn, batches: tf.data.Dataset, n: int, out_shape, dtype) -> np.ndarray:
-    """Apply model_fn to every batch, writing into one preallocated array (no 2x peak)."""
+    """Apply model_fn to every batch, writing into one preallocated array of `dtype` (no 2x
+    peak); the cast to `dtype` happens in TensorFlow (bfloat16 -> float16 included)."""
     out = np.empty((n, *out_shape), dtype=dtype)
-    step = tf.function(model_fn)
+    step = tf.function(lambda x: tf.cast(model_fn(x), tf.as_dtype(dtype)))
     start = 0
     for x in batches:
         y = step(x).numpy()
@@ -144,11 +145,13 @@ def run_model(model_fn, batches: tf.data.Dataset, n: int, out_shape, dtype) -> n
     return out
 
 
-def build_bank(prefix, images: np.ndarray, copies: int, seed: int, aug_cfg: dict, batch_size: int) -> np.ndarray:
+def build_bank(prefix, images: np.ndarray, copies: int, seed: int, aug_cfg: dict, batch_size: int,
+               dtype=None) -> np.ndarray:
     """Push `copies` augmented versions of every image through the frozen prefix once.
 
     Rows k*n .. k*n+n-1 hold copy k, augmented with epoch k's uniforms, so copy k equals
-    what the online path feeds the prefix in epoch k.
+    what the online path feeds the prefix in epoch k. dtype: how the bank is stored
+    (default: the prefix's output dtype).
     """
     n = len(images)
     table = tf.constant(images)
@@ -159,5 +162,15 @@ def build_bank(prefix, images: np.ndarray, copies: int, seed: int, aug_cfg: dict
         return starts.map(lambda s: augment(table[s : s + batch_size], uniforms[s : s + batch_size], aug_cfg))
 
     batches = tf.data.Dataset.range(copies).flat_map(copy_batches).prefetch(2).with_options(_options())
-    np_dtype = tf.dtypes.as_dtype(prefix.output.dtype).as_numpy_dtype  # bf16 stays bf16
+    np_dtype = dtype or tf.dtypes.as_dtype(prefix.output.dtype).as_numpy_dtype  # bf16 stays bf16
     return run_model(lambda x: prefix(x, training=False), batches, copies * n, prefix.output.shape[1:], np_dtype)
+
+
+def load_bank(path: Path | str, copies: int, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """The augmentation bank that extract_features wrote, checked against what the stage
+    expects: `copies` copies of the training split whose labels are `labels`."""
+    bank = load_arrays(path)
+    if int(bank["copies"]) != copies or not np.array_equal(bank["train_labels"], labels):
+        raise UserError(f"{path} holds {int(bank['copies'])} copies of {len(bank['train_labels'])} images, "
+                        f"expected {copies} of {len(labels)}: run `dvc repro extract_features`")
+    return bank

@@ -1,5 +1,12 @@
-"""Stage `extract_features`: run the frozen VGG16 conv base once over every split and save
-its output (4x4x512 at 150 px) with the labels, for `train_feature_clf`."""
+"""Stage `extract_features`: all the frozen VGG16 work of the study, once.
+
+- Features: the conv base over every split (4x4x512 at 150 px), for `train_feature_clf`.
+- The augmentation bank (`vgg16.augment_bank: K`): K augmented copies of each training
+  image through blocks 1-4 (block4_pool, 9x9x512 at 150 px) and the validation images'
+  block4_pool activations, stored as float16, for `train_aug_frozen` and `finetune`. Copy k
+  is exactly what the online path feeds block 5 in epoch k (same seed, same augmentation
+  draws), so both stages train as if they augmented every epoch, at a fraction of the cost.
+"""
 
 from __future__ import annotations
 
@@ -9,47 +16,70 @@ import numpy as np
 
 from stages import params as P
 from stages.images import SPLITS
-from stages.study import FEATURES_DIR, WEIGHTS_FILE, metrics_file
+from stages.study import BANK_FILE, FEATURES_DIR, WEIGHTS_FILE, metrics_file
 
 STAGE = "extract_features"
+BANK_DTYPE = np.float16  # half the bytes of float32; tests/benchmarks measure what it changes
 
 
 def main() -> None:
     started = time.perf_counter()
-    params = P.load("train", "vgg16", STAGE)
-    batch = params[STAGE]["batch_size"]
+    params = P.load("train", "augmentation", "vgg16", STAGE)
+    batch, copies = params[STAGE]["batch_size"], params["vgg16"]["augment_bank"]
 
     from stages import datasets as D, models as M, runtime as R
     from stages.outputs import atomic_dir, save_npz, write_json
 
     R.configure(params["train"])
-    seconds, images = 0.0, 0
+    splits = {name: D.load_split(name) for name in SPLITS}
+    image_size = splits["train"]["images"].shape[1]
+    conv_base = M.vgg16_conv_base(WEIGHTS_FILE, image_size)
+    to_block4, block5 = M.vgg16_bank_split(conv_base, params["vgg16"]["preprocessing"])
+    import tensorflow as tf
+
+    block4_dtype = tf.as_dtype(to_block4.output.dtype).as_numpy_dtype  # the compute dtype: bf16 under mixed_bfloat16
+    timings = {}
     with atomic_dir(FEATURES_DIR) as out:
-        for name in SPLITS:
-            split = D.load_split(name)
-            image_size = split["images"].shape[1]
-            if name == "train":
-                conv_base = M.vgg16_conv_base(WEIGHTS_FILE, image_size)
-                extractor = M.vgg16_extractor(conv_base, params["vgg16"]["preprocessing"])
-            t = time.perf_counter()
-            features = D.run_model(
-                lambda x: extractor(x, training=False),
-                D.eval_batches(split["images"], None, batch),
-                len(split["images"]),
-                extractor.output.shape[1:],
-                np.float32,
-            )
-            seconds += time.perf_counter() - t
-            images += len(features)
+        t = time.perf_counter()
+        block4 = {}
+        for name, split in splits.items():
+            # Blocks 1-4 then block 5: the same computation as the whole base in one pass.
+            block4[name] = D.run_model(lambda x: to_block4(x, training=False),
+                                       D.eval_batches(split["images"], None, batch),
+                                       len(split["images"]), to_block4.output.shape[1:], block4_dtype)
+            features = D.run_model(lambda x: block5(x, training=False), D.eval_batches(block4[name], None, batch),
+                                   len(block4[name]), block5.output.shape[1:], np.float32)
             save_npz(out / f"{name}.npz", features=features, labels=split["labels"], files=split["files"],
                      image_size=np.int32(image_size))
             print(f"{name}: features {features.shape}")
+        timings["features_seconds"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        train = splits["train"]
+        if copies:
+            print(f"augmentation bank: {copies} copies of {len(train['images'])} images through VGG16 blocks 1-4")
+        bank = D.build_bank(to_block4, train["images"], copies, params["train"]["seed"], params["augmentation"],
+                            batch, dtype=BANK_DTYPE)
+        validation = block4["validation"].astype(BANK_DTYPE) if copies else bank[:0]
+        if not (np.isfinite(bank).all() and np.isfinite(validation).all()):
+            raise P.UserError(f"{BANK_FILE}: block4 activations overflow float16; use train.precision: float32")
+        save_npz(out / BANK_FILE.name, train=bank, train_labels=train["labels"], validation=validation,
+                 validation_labels=splits["validation"]["labels"], copies=np.int32(copies),
+                 layer=np.array(M.BANK_LAYER))
+        timings["bank_seconds"] = time.perf_counter() - t
+
+    images = sum(len(s["images"]) for s in splits.values())
+    bank_images = copies * len(train["images"])
     write_json(
         metrics_file(STAGE),
         {
             "images": images,
-            "images_per_second": round(images / seconds, 1),
-            "feature_size": int(np.prod(extractor.output.shape[1:])),
+            "images_per_second": round(images / timings["features_seconds"], 1),
+            "feature_size": int(np.prod(block5.output.shape[1:])),
+            "bank_images": bank_images,
+            "bank_images_per_second": round(bank_images / timings["bank_seconds"], 1) if bank_images else 0,
+            "bank_bytes": int(bank.nbytes + validation.nbytes),
+            "bank_seconds": round(timings["bank_seconds"], 1),
             "wall_seconds": round(time.perf_counter() - started, 1),
         },
     )

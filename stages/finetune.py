@@ -1,17 +1,18 @@
 """Stage `finetune`: start from `train_aug_frozen`'s model, unfreeze the top conv block
-(block5) and train it with the head at a low learning rate on augmented images."""
+(block5) and train it with the head at a low learning rate on augmented images: with
+`vgg16.augment_bank: K`, the block4 activations of extract_features' K augmented copies."""
 
 from __future__ import annotations
 
 from stages import params as P
-from stages.study import ARRAYS_DIR, model_file
+from stages.study import ARRAYS_DIR, BANK_FILE, model_file
 
 STAGE = "finetune"
 FROZEN_MODEL = model_file("train_aug_frozen")
 
 
 def main() -> None:
-    params = P.load("train", "augmentation", STAGE)
+    params = P.load("train", "augmentation", "vgg16", STAGE)
     cfg = params[STAGE]
 
     from stages import datasets as D, models as M, runtime as R, training as T
@@ -21,10 +22,12 @@ def main() -> None:
     with R.strategy_scope(params["train"]):
         model = M.load(FROZEN_MODEL)
         M.unfreeze(model, cfg["unfreeze"])
+    copies = params["vgg16"]["augment_bank"]
+    bank = D.load_bank(BANK_FILE, copies, train["labels"]) if copies else None
     run = T.train(
         STAGE, model, train["images"], train["labels"], val["images"], val["labels"], cfg, params,
-        data_files=(ARRAYS_DIR / "train.npz", ARRAYS_DIR / "validation.npz", FROZEN_MODEL),
-        augment=True, bank=cfg["augment_bank"],
+        data_files=(ARRAYS_DIR / "train.npz", ARRAYS_DIR / "validation.npz", FROZEN_MODEL, *([BANK_FILE] if bank else [])),
+        augment=True, bank=bank,
     )
     T.save(STAGE, run.model, run)
 

@@ -78,13 +78,6 @@ def convert_vgg16_weights(src: Path, dst: Path) -> None:
     conv_base.save_weights(str(dst))
 
 
-def vgg16_extractor(conv_base: keras.Model, preprocessing: str) -> keras.Model:
-    """Raw pixels -> VGG16 features."""
-    inputs = keras.Input(conv_base.input_shape[1:], name="image")
-    x = VGG16Preprocessing(preprocessing, name="vgg16_preprocessing")(inputs)
-    return keras.Model(inputs, conv_base(x), name="vgg16_extractor")
-
-
 def dense_head(x, dense_units: int, dropout: float):
     """Chollet's classifier on top of VGG16 features."""
     x = layers.Flatten(name="flatten")(x)
@@ -121,20 +114,52 @@ def unfreeze(model: keras.Model, names: list[str]) -> None:
         layer.trainable = head or layer.name in names
 
 
-def split_frozen_prefix(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+def split_frozen_prefix(model: keras.Model) -> tuple[keras.Model | None, keras.Model]:
     """Cut a chain model before its first layer with trainable weights.
 
-    Returns (prefix, suffix): prefix maps raw images to the last frozen activation, suffix
-    maps that activation to P(dog) with the same layer objects, so training the suffix
-    trains the model. suffix(prefix(x)) == model(x).
+    Returns (prefix, suffix): prefix maps the model's input to the last frozen activation,
+    suffix maps that activation to P(dog) with the same layer objects, so training the
+    suffix trains the model. suffix(prefix(x)) == model(x). prefix is None when the first
+    layer is already trainable (then suffix is `model` itself).
     """
     chain = model.layers[1:]  # skip the InputLayer
     first = next(i for i, layer in enumerate(chain) if layer.trainable_weights)
+    if first == 0:
+        return None, model
+    return split_at(model, chain[first - 1].name)
+
+
+def split_at(model: keras.Model, layer_name: str) -> tuple[keras.Model, keras.Model]:
+    """Cut a chain model after the layer `layer_name`: (prefix, suffix), sharing the
+    model's layer objects, with suffix(prefix(x)) == model(x)."""
+    chain = model.layers[1:]  # skip the InputLayer
+    cut = next(i for i, layer in enumerate(chain) if layer.name == layer_name) + 1
     # Re-apply the layers to new inputs rather than reading `layer.output`: a layer that
     # was also called elsewhere (VGG16's own model) has several outputs.
-    return _chain(chain[:first], model.input_shape[1:], "frozen_prefix"), _chain(
-        chain[first:], chain[first].input.shape[1:], "trainable_suffix"
+    return _chain(chain[:cut], model.input_shape[1:], "frozen_prefix"), _chain(
+        chain[cut:], chain[cut].input.shape[1:], "trainable_suffix"
     )
+
+
+# The augmentation bank holds VGG16's block4_pool activations: below it everything is
+# frozen in all three VGG16 stages (finetune unfreezes block5 at most), so one bank serves
+# train_aug_frozen (which runs the frozen block5 over it once) and finetune.
+BANK_LAYER = "block4_pool"
+
+
+def vgg16_bank_split(conv_base: keras.Model, preprocessing: str) -> tuple[keras.Model, keras.Model]:
+    """(pixels -> block4_pool, block4_pool -> block5_pool): the extractor in two halves."""
+    extractor = vgg16_extractor(conv_base, preprocessing)
+    return split_at(extractor, BANK_LAYER)
+
+
+def vgg16_extractor(conv_base: keras.Model, preprocessing: str) -> keras.Model:
+    """Raw pixels -> preprocessing -> VGG16 conv base as one flat chain of layers."""
+    inputs = keras.Input(conv_base.input_shape[1:], name="image")
+    x = VGG16Preprocessing(preprocessing, name="vgg16_preprocessing")(inputs)
+    for layer in conv_base.layers[1:]:
+        x = layer(x)
+    return keras.Model(inputs, x, name="vgg16_extractor")
 
 
 def _chain(chain_layers: list, input_shape, name: str) -> keras.Model:

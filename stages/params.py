@@ -139,7 +139,11 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "horizontal_flip": boolean(),
         "fill_mode": one_of("nearest", "reflect", "wrap", "constant"),
     },
-    "vgg16": {"preprocessing": one_of("imagenet", "rescale")},
+    "vgg16": {
+        "preprocessing": one_of("imagenet", "rescale"),
+        # K augmented copies of each training image through blocks 1-4, once (extract_features)
+        "augment_bank": int_between(0, 1000),
+    },
     "train_custom": {
         **_training(),
         "dropout": number_between(0, 1),
@@ -160,12 +164,10 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         **_training(),
         "dense_units": positive_int(),
         "dropout": number_between(0, 1),
-        "augment_bank": non_negative_int(),
     },
     "finetune": {
         **_training(),
         "unfreeze": str_list(),
-        "augment_bank": non_negative_int(),
     },
     "evaluate": {"batch_size": int_between(1, 4096)},
 }

@@ -14,6 +14,7 @@ WEIGHTS_FILE = Path("data/weights/vgg16_notop.weights.h5")
 SPLIT_DIR = Path("data/split")
 ARRAYS_DIR = SPLIT_DIR / "arrays"
 FEATURES_DIR = Path("data/features")
+BANK_FILE = FEATURES_DIR / "bank.npz"  # the augmentation bank (extract_features)
 MODELS_DIR = Path("data/models")
 CHECKPOINTS_DIR = Path("data/checkpoints")
 METRICS_DIR = Path("metrics")

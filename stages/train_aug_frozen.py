@@ -1,11 +1,12 @@
 """Stage `train_aug_frozen`: VGG16's frozen conv base with a dense head, trained end to
-end on augmented images. With `augment_bank: K` the frozen base sees K augmented copies
-of each image once, instead of a fresh copy every epoch."""
+end on augmented images. With `vgg16.augment_bank: K` it trains on the K augmented copies
+that extract_features pushed through blocks 1-4 (block 5 runs over them once here),
+instead of running the whole base over a fresh copy every epoch."""
 
 from __future__ import annotations
 
 from stages import params as P
-from stages.study import ARRAYS_DIR, WEIGHTS_FILE
+from stages.study import ARRAYS_DIR, BANK_FILE, WEIGHTS_FILE
 
 STAGE = "train_aug_frozen"
 
@@ -21,10 +22,12 @@ def main() -> None:
     with R.strategy_scope(params["train"]):
         conv_base = M.vgg16_conv_base(WEIGHTS_FILE, train["images"].shape[1])
         model = M.vgg16_with_head(conv_base, params["vgg16"]["preprocessing"], cfg["dense_units"], cfg["dropout"])
+    copies = params["vgg16"]["augment_bank"]
+    bank = D.load_bank(BANK_FILE, copies, train["labels"]) if copies else None
     run = T.train(
         STAGE, model, train["images"], train["labels"], val["images"], val["labels"], cfg, params,
-        data_files=(ARRAYS_DIR / "train.npz", ARRAYS_DIR / "validation.npz", WEIGHTS_FILE),
-        augment=True, bank=cfg["augment_bank"],
+        data_files=(ARRAYS_DIR / "train.npz", ARRAYS_DIR / "validation.npz", WEIGHTS_FILE, *([BANK_FILE] if bank else [])),
+        augment=True, bank=bank,
     )
     T.save(STAGE, run.model, run)
 

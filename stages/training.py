@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from stages.outputs import atomic_path, write_json
+from stages.params import UserError
 from stages.runtime import strategy_scope
 from stages.study import HISTORY_KEYS, checkpoints_dir, history_dir, metrics_file, model_file
 
@@ -216,7 +217,7 @@ class Run:
     history: list[dict]
     n_train: int
     wall_seconds: float
-    extra: dict = field(default_factory=dict)  # numbers for metrics: bank_seconds, restored_epoch
+    extra: dict = field(default_factory=dict)  # numbers for metrics: frozen_seconds, restored_epoch
 
 
 def train(
@@ -230,7 +231,7 @@ def train(
     params: dict,
     data_files: tuple[Path | str, ...],
     augment: bool = False,
-    bank: int = 0,
+    bank: dict | None = None,
 ) -> Run:
     """Train `model` on (train_inputs, train_labels), validate on the validation arrays, and
     time itself. Inputs are images (uint8 pixels) or features: the model decides.
@@ -239,35 +240,43 @@ def train(
       restore_best); params: every section the stage read (for the checkpoint key).
     data_files: the files the arrays came from; with the params they decide whether a
       checkpoint belongs to this run.
-    augment: augment training images (Chollet's ImageDataGenerator settings).
-    bank: if > 0 (requires augment and a frozen prefix), push `bank` augmented copies of
-      each image through the frozen layers once; epochs then train only the layers after
-      them on those activations. Same model, same maths, a fraction of the compute.
+    augment: augment training images (Chollet's ImageDataGenerator settings), afresh
+      every epoch (the online path).
+    bank: instead, the augmentation bank of extract_features (datasets.load_bank): the
+      activations of `bank["layer"]` for K augmented copies of each training image and for
+      the validation images. The model is cut after that layer (everything below it must
+      be frozen); frozen layers above it run once over the bank; epoch e trains the rest
+      on copy e mod K. Same model, same maths as the online path, a fraction of the compute.
 
     Under a `train.distribute` strategy, `model` must have been built (or loaded) inside
-    strategy_scope; the bank is computed once per worker on its first device (inference),
+    strategy_scope; frozen layers run once per worker on its first device (inference),
     and only the trainable suffix is trained on all replicas.
     """
     from stages import datasets as D
-    from stages.models import split_frozen_prefix
+    from stages.models import split_at, split_frozen_prefix
 
     started = time.perf_counter()
     seed, aug_cfg, batch = params["train"]["seed"], params.get("augmentation"), cfg["batch_size"]
     n, extra = len(train_labels), {}
-    if bank and augment:
+    if bank is not None:
         with strategy_scope(params["train"]):  # the suffix model and its optimizer belong to the strategy
-            prefix, trainable = split_frozen_prefix(model)
-        t = time.perf_counter()
-        print(f"augmentation bank: {bank} copies of {n} images through {len(prefix.layers) - 1} frozen layers")
-        make_batch = D.bank_inputs(D.build_bank(prefix, train_inputs, bank, seed, aug_cfg, batch), n)
-        val_inputs = D.run_model(
-            lambda x: prefix(x, training=False),
-            D.eval_batches(val_inputs, None, batch),
-            len(val_inputs),
-            prefix.output.shape[1:],
-            tf.dtypes.as_dtype(prefix.output.dtype).as_numpy_dtype,
-        )
-        extra["bank_seconds"] = time.perf_counter() - t
+            below, above = split_at(model, str(bank["layer"]))
+            frozen, trainable = split_frozen_prefix(above)
+        if below.trainable_weights:
+            raise UserError(f"{below.trainable_weights[0].path} is trainable but lies below {bank['layer']}, "
+                            "where the augmentation bank is cut: set vgg16.augment_bank: 0 to train it")
+        train_inputs, val_inputs = bank["train"], bank["validation"]
+        if frozen is not None:
+            t = time.perf_counter()
+            print(f"frozen layers {frozen.layers[1].name}..{frozen.layers[-1].name} once over the bank "
+                  f"({len(train_inputs)} + {len(val_inputs)} activations)")
+            train_inputs, val_inputs = (
+                D.run_model(lambda x: frozen(x, training=False), D.eval_batches(a, None, batch), len(a),
+                            frozen.output.shape[1:], tf.as_dtype(frozen.output.dtype).as_numpy_dtype)
+                for a in (train_inputs, val_inputs)
+            )
+            extra["frozen_seconds"] = time.perf_counter() - t
+        make_batch = D.bank_inputs(train_inputs, n)
     else:
         trainable = model
         make_batch = D.augmented_images(train_inputs, seed, aug_cfg) if augment else D.plain_inputs(train_inputs)

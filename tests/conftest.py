@@ -67,8 +67,7 @@ def tiny_params(source: Path, weights: Path) -> dict:
     params["train"]["precision"] = "float32"
     for stage in TRAINING_STAGES:
         params[stage].update(epochs=2, batch_size=8)
-    params["train_aug_frozen"]["augment_bank"] = 2
-    params["finetune"]["augment_bank"] = 2
+    params["vgg16"]["augment_bank"] = 2
     return params
 
 

@@ -88,7 +88,7 @@ def tiny_project(path: Path, train_cfg: dict, weights: Path | None = None) -> Pa
     for stage in ("train_feature_clf", "train_aug_frozen"):
         # dropout 0: dropout masks are drawn per replica, so they would differ from one device
         params[stage].update(epochs=2, batch_size=8, dropout=0.0, dense_units=8, learning_rate=1e-3)
-    params["train_aug_frozen"]["augment_bank"] = 2
+    params["vgg16"]["augment_bank"] = 2
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     rng = np.random.default_rng(0)
     for split, n in (("train", 16), ("validation", 8)):
