@@ -199,7 +199,7 @@ def _download_once(
                 elapsed, got = now - window[0][0], received - window[0][1]
                 if elapsed >= STALL_WINDOW_S and got < MIN_BYTES_PER_S * elapsed:
                     raise TransientError(
-                        f"stalled: {got} bytes in the last {elapsed:.0f} s, under the minimum of "
+                        f"stalled: {got} bytes in the last {elapsed:.3g} s, under the minimum of "
                         f"{MIN_BYTES_PER_S:g} bytes/s"
                     )
         if expected is not None and received != int(expected):
