@@ -19,7 +19,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 CLASSES = ("cat", "dog")  # label 0 = cat, 1 = dog, as image_dataset_from_directory sorts
 SPLITS = ("train", "validation", "test")
-FORMATS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp"}
+# MPO is what many phone cameras write: a JPEG followed by more frames (a second lens, a
+# depth preview); every JPEG reader shows the first frame, and so does `decode_resized`.
+FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp"}
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # Pillow's modes of 16-bit grayscale
 MAX_PIXELS = 50_000_000  # decompression-bomb guard: the largest Kaggle photo has 0.8 Mpx
 MIN_SIDE = 8  # smaller than this carries no class information
 
@@ -91,11 +94,12 @@ def check_image(path: Path) -> tuple[ImageInfo | None, str | None]:
 def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow image as 8-bit RGB: EXIF orientation applied, alpha composited on white."""
     im = ImageOps.exif_transpose(im)
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit grayscale: scale to 8 bits instead of letting convert() clip at 255.
+    if im.mode in SIXTEEN_BIT_MODES:
+        # 16-bit grayscale (the only source of these modes among FORMATS): scale by the bit
+        # depth, 65535 -> 255, instead of letting convert() clip at 255. The file's depth
+        # decides, never its content: a dark 16-bit image (all values <= 255) stays dark.
         a = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if a.max() > 255 else 255.0
-        im = Image.fromarray(np.clip(a / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+        im = Image.fromarray(np.clip(a / 65535 * 255 + 0.5, 0, 255).astype(np.uint8), "L")
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "PA"):

@@ -11,7 +11,6 @@ from keras import layers, ops
 
 from stages.params import UserError
 
-VGG16_NOTOP_PARAMS = 14_714_688
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
@@ -59,23 +58,6 @@ def vgg16_conv_base(weights: Path | str, image_size: int | None = None) -> keras
     """The VGG16 convolutional base with the given Keras-format weights file."""
     shape = (image_size, image_size, 3) if image_size else None
     return keras.applications.VGG16(weights=str(weights), include_top=False, input_shape=shape)
-
-
-def convert_vgg16_weights(src: Path, dst: Path) -> None:
-    """Load a VGG16 notop weights file (Keras 3 `.weights.h5` or legacy `.h5`) into the
-    real architecture, which proves it fits, and save it in Keras 3 format at dst."""
-    src = Path(src)
-    try:
-        # Keras picks the reader by file name: *.weights.h5 is its own format, any other
-        # *.h5 the legacy (Keras 2) format, which is what Keras' URL serves; so the name
-        # a file is downloaded under matters.
-        conv_base = keras.applications.VGG16(weights=None, include_top=False)
-        conv_base.load_weights(str(src))
-    except Exception as e:
-        raise UserError(f"download.vgg16_weights: {src} is not a VGG16 notop weights file: {e}") from None
-    if conv_base.count_params() != VGG16_NOTOP_PARAMS:
-        raise UserError(f"download.vgg16_weights: {src} has {conv_base.count_params()} params, expected {VGG16_NOTOP_PARAMS}")
-    conv_base.save_weights(str(dst))
 
 
 def dense_head(x, dense_units: int, dropout: float):

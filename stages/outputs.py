@@ -2,7 +2,10 @@
 
 Every file is written to a temporary name beside its target and renamed into place
 (`os.replace` is atomic on one file system); directories are built in a temporary sibling
-and swapped in the same way.
+and swapped in the same way. Temporaries are named `.<target name>.*` beside the target, so a
+rerun can recognise and remove what a killed run left (`remove_leftovers`). Outputs get
+the permissions the user's umask gives any new file or folder, not the owner-only mode of
+a temporary, so teammates on a shared machine can read them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,38 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+def umask() -> int:
+    # The only way to read the umask is to set it: put it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_normal_mode(path: Path) -> None:
+    """The mode `open()` / `mkdir()` would have given `path` (mkstemp and mkdtemp use 0o600/0o700)."""
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask())
+
+
+def leftovers(target: Path | str) -> list[Path]:
+    """Temporaries of `target` that a killed run left beside it (`.<name>.*`)."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    return sorted(target.parent.glob(f".{target.name}.*"))
+
+
+def remove_leftovers(*targets: Path | str) -> list[Path]:
+    """Remove what killed runs left beside these outputs; return what was removed."""
+    removed = []
+    for path in (p for t in targets for p in leftovers(t)):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager
@@ -29,6 +64,7 @@ def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        give_normal_mode(tmp)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -43,6 +79,7 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
+        give_normal_mode(tmp)
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)

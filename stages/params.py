@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,10 +57,10 @@ def int_between(lo: int, hi: int) -> Spec:
     return Spec(lambda v: None if _is_int(v) and lo <= v <= hi else f"must be an integer in [{lo}, {hi}]")
 
 
-def number_between(lo: float, hi: float, *, lo_open: bool = False) -> Spec:
+def number_between(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Spec:
     def check(v):
-        ok = _is_number(v) and (v > lo if lo_open else v >= lo) and v <= hi
-        bracket = "(" if lo_open else "["
+        ok = _is_number(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+        left, right = "(" if lo_open else "[", ")" if hi_open else "]"
         if ok:
             return None
         hint = ""
@@ -69,7 +71,7 @@ def number_between(lo: float, hi: float, *, lo_open: bool = False) -> Spec:
                 hint = " (text, not a number: write it with a dot, e.g. 1.0e-4)"
             except ValueError:
                 pass
-        return f"must be a number in {bracket}{lo}, {hi}]{hint}"
+        return f"must be a number in {left}{lo}, {hi}{right}{hint}"
 
     return Spec(check)
 
@@ -84,6 +86,23 @@ def one_of(*choices: str) -> Spec:
 
 def non_empty_str() -> Spec:
     return Spec(lambda v: None if isinstance(v, str) and v.strip() else "must be a non-empty string")
+
+
+def sources() -> Spec:
+    """One source, or several tried in order until one works."""
+
+    def check(v):
+        if isinstance(v, str) and v.strip():
+            return None
+        ok = isinstance(v, list) and v and all(isinstance(s, str) and s.strip() for s in v)
+        return None if ok else "must be a source (path, URL or kaggle) or a non-empty list of them"
+
+    return Spec(check)
+
+
+def dropout() -> Spec:
+    # A rate of 1 drops every unit: the layer outputs zeros and nothing can learn.
+    return number_between(0, 1, hi_open=True)
 
 
 def str_list() -> Spec:
@@ -114,7 +133,7 @@ def _training() -> dict[str, Spec]:
 
 
 SCHEMA: dict[str, dict[str, Spec]] = {
-    "download": {"source": non_empty_str(), "vgg16_weights": non_empty_str()},
+    "download": {"source": sources(), "vgg16_weights": non_empty_str()},
     "split": {
         "train_per_class": positive_int(),
         "val_per_class": positive_int(),
@@ -146,24 +165,24 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     },
     "train_custom": {
         **_training(),
-        "dropout": number_between(0, 1),
+        "dropout": dropout(),
         "augment": boolean(),
     },
     "train_custom_aug": {
         **_training(),
-        "dropout": number_between(0, 1),
+        "dropout": dropout(),
         "augment": boolean(),
     },
     "extract_features": {"batch_size": int_between(1, 4096)},
     "train_feature_clf": {
         **_training(),
         "dense_units": positive_int(),
-        "dropout": number_between(0, 1),
+        "dropout": dropout(),
     },
     "train_aug_frozen": {
         **_training(),
         "dense_units": positive_int(),
-        "dropout": number_between(0, 1),
+        "dropout": dropout(),
     },
     "finetune": {
         **_training(),
@@ -208,6 +227,14 @@ def load(*sections: str, path: Path | str = PARAMS_FILE) -> dict[str, dict]:
         raise ParamError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(params, dict):
         raise ParamError(f"{path} must be a mapping of sections (download:, split:, ...), got {type(params).__name__}")
+    unknown = sorted(str(name) for name in params if name not in SCHEMA)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(SCHEMA), n=1)
+        raise ParamError(
+            f"{path}: '{unknown[0]}' is not a known section"
+            + (f" (did you mean '{close[0]}'?)" if close else "")
+            + f"; the sections are: {', '.join(SCHEMA)}"
+        )
     out = {}
     for name in sections:
         if name not in params:
@@ -216,10 +243,45 @@ def load(*sections: str, path: Path | str = PARAMS_FILE) -> dict[str, dict]:
     return out
 
 
-def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(); a UserError becomes one clear line on stderr and exit code 2."""
+class Terminated(BaseException):
+    """SIGTERM arrived. Raised like KeyboardInterrupt (not an Exception, so no `except
+    Exception` swallows it): the stack unwinds and every `finally` and context manager
+    removes its temporary files, as on Ctrl-C."""
+
+
+def _terminate(signum, frame) -> None:
+    if os.getpid() != _STAGE_PID:
+        # A forked worker process inherited this handler: die as SIGTERM would.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    import multiprocessing
+
+    for child in multiprocessing.active_children():  # pool workers would finish their queue first
+        child.terminate()
+    raise Terminated
+
+
+_STAGE_PID = os.getpid()
+
+
+def run_stage(main: Callable[[], None], *, clean_up_on_sigterm: bool = False) -> None:
+    """Run a stage's main(); a UserError becomes one clear line on stderr and exit code 2.
+
+    With `clean_up_on_sigterm`, SIGTERM (what `kill`, a job scheduler or a closing terminal
+    send) unwinds like Ctrl-C, so the stage's temporary files are removed before it exits
+    with one line and code 143 (128 + SIGTERM).
+    """
+    global _STAGE_PID
+    stage = Path(sys.argv[0]).stem or "stage"
+    if clean_up_on_sigterm:
+        _STAGE_PID = os.getpid()
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Terminated:
+        print(f"error: {stage} stopped by SIGTERM; its temporary files were removed, rerun it to finish", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)

@@ -1,19 +1,27 @@
 """Getting the raw images and the VGG16 weights from wherever the user points:
-a local folder or file, a zip, an http(s) URL, or Kaggle.
+a local folder or file, a zip, an http(s) URL, or Kaggle; several of them tried in order.
 
-Downloads go to a temporary file and are size- and hash-checked before use; archives are
-unpacked only after every entry has been checked (no absolute paths, no `..`, no symlinks,
-no zip bombs). This is the only module that touches the network.
+Downloads go to a temporary file and are size- and hash-checked before use; transient
+network failures are retried a bounded number of times; a download that stalls or takes
+longer than its deadline is given up with a message. Archives are unpacked only after every
+entry has been checked (no absolute paths, no `..`, no symlinks, no encrypted entries, no
+zip bombs), against one budget for the whole extraction, nested archives included.
+This is the only module that touches the network.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import shutil
 import stat
+import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stages.params import UserError
@@ -24,10 +32,59 @@ KERAS_VGG16_NOTOP_URL = (
     "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 )
 KNOWN_MD5 = {KERAS_VGG16_NOTOP_URL: "6d6bbae143d832006294945121d1f1fc"}
+PETIMAGES_URL = (
+    "https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/"
+    "kagglecatsanddogs_5340.zip"
+)
 
+
+@dataclass(frozen=True)
+class KnownArchive:
+    size: int
+    sha256: str
+    published_by: str
+
+
+# Size and SHA-256 as TensorFlow Datasets publishes them for its cats_vs_dogs builder
+# (tensorflow_datasets/url_checksums/cats_vs_dogs.txt, 4.9.x): a truncated or changed file
+# is named, not unpacked.
+KNOWN_ARCHIVES = {
+    PETIMAGES_URL: KnownArchive(
+        824_887_076, "b7974bd00a84a99921f36ee4403f089853777b5ae8d151c76a86e64900334af9", "TensorFlow Datasets"
+    ),
+}
+
+VGG16_NOTOP_PARAMS = 14_714_688
+
+
+def _env_number(name: str, default: float) -> float:
+    """A limit that an environment variable may override (tests, very slow links)."""
+    return float(os.environ.get(name, default))
+
+
+# Downloads. A read that waits READ_TIMEOUT_S for a byte fails; a download that averages
+# under MIN_BYTES_PER_S over any STALL_WINDOW_S stalls; none may take over DEADLINE_S.
+# The PetImages zip (825 MB) needs 23 min at the minimum rate, so a working link never
+# trips these; a server that drips a byte every few seconds does.
+READ_TIMEOUT_S = _env_number("CATSDOGS_DOWNLOAD_READ_TIMEOUT_S", 60)
+MIN_BYTES_PER_S = _env_number("CATSDOGS_DOWNLOAD_MIN_BYTES_PER_S", 10 * 1024)
+STALL_WINDOW_S = _env_number("CATSDOGS_DOWNLOAD_STALL_WINDOW_S", 60)
+DEADLINE_S = _env_number("CATSDOGS_DOWNLOAD_DEADLINE_S", 3 * 3600)
+# Transient failures (connection reset or refused, empty reply, cut transfer, stall, HTTP
+# 408/429/5xx) are retried after 2, 4, 8 s; anything else (404, wrong hash) is final.
+ATTEMPTS = int(_env_number("CATSDOGS_DOWNLOAD_ATTEMPTS", 4))
+BACKOFF_S = _env_number("CATSDOGS_DOWNLOAD_BACKOFF_S", 2)
+TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
+
+# Archives: limits on the whole extraction, nested archives included.
 MAX_ZIP_TOTAL = 20 * 2**30  # 20 GiB unpacked: the Kaggle archive is under 1 GiB
+MAX_ZIP_ENTRIES = 200_000  # PetImages holds 25 000 files, Kaggle's zips 37 500
 MAX_ZIP_RATIO = 200  # JPEGs barely compress; a 1000:1 entry is a bomb
-MAX_ZIP_SMALL_TOTAL = 64 * 2**20  # above this, the whole archive must not expand MAX_ZIP_RATIO:1 either
+MAX_ZIP_SMALL_TOTAL = 64 * 2**20  # above this, the whole extraction must not expand MAX_ZIP_RATIO:1 either
+MAX_ZIP_DEPTH = 3  # an archive, a train.zip inside it, one more for a re-zipped download
+MAX_NAME_BYTES = 255  # one path component, as most file systems allow
+MAX_PATH_BYTES = 1024
+
 OFFLINE_HINT = (
     "To run offline, point the pipeline at a local copy, e.g. "
     "`dvc exp run -S download.source=PATH/TO/train -S download.vgg16_weights=PATH/TO/weights.h5`."
@@ -38,69 +95,247 @@ def is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
-def download(url: str, dest: Path, md5: str | None = None, timeout: float = 60) -> Path:
-    """Stream `url` into `dest` via a temporary file; check length and md5 when known."""
+def project_root() -> Path:
+    """The project's own root, also when DVC runs the stage in a temporary copy.
+
+    `dvc exp run --temp` and the queue run stages in `.dvc/tmp/exps/.../<tmp>` of the
+    project and set DVC_ROOT to the project; a plain `dvc repro` sets it to the working
+    folder. Run by hand, the working folder is the root.
+    """
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"])
+    parts = Path.cwd().parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return Path.cwd()
+
+
+def local_path(source: str) -> Path:
+    """A local source path; a relative one is relative to the project root."""
+    path = Path(source).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
+
+# ---------------------------------------------------------------- downloads
+
+
+@dataclass
+class Downloaded:
+    """A finished download and what the server said about it."""
+
+    path: Path
+    url: str
+    content_type: str
+    size: int
+
+    def describe(self) -> str:
+        return f"{self.content_type or 'no content type'}, {self.size} bytes"
+
+
+class TransientError(Exception):
+    """A failure that may not happen again: worth another attempt."""
+
+
+def download(
+    url: str,
+    dest: Path,
+    md5: str | None = None,
+    timeout: float | None = None,
+    known: KnownArchive | None = None,
+) -> Downloaded:
+    """Stream `url` into `dest` via `dest.part`, retrying transient failures; check the
+    length, and the md5 or the known size and SHA-256 when given."""
+    known = known or KNOWN_ARCHIVES.get(url)
+    deadline = time.monotonic() + DEADLINE_S
+    last = ""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _download_once(url, dest, md5, timeout or READ_TIMEOUT_S, known, deadline)
+        except TransientError as e:
+            last = str(e)
+            wait = BACKOFF_S * 2 ** (attempt - 1)
+            if attempt == ATTEMPTS or time.monotonic() + wait >= deadline:
+                break
+            print(f"download: {url}: {last}; attempt {attempt} of {ATTEMPTS}, retrying in {wait:g} s", flush=True)
+            time.sleep(wait)
+    tries = f" (tried {attempt} times)" if attempt > 1 else ""
+    raise UserError(f"could not download {url}: {last}{tries}. {OFFLINE_HINT}")
+
+
+def _download_once(
+    url: str, dest: Path, md5: str | None, timeout: float, known: KnownArchive | None, deadline: float
+) -> Downloaded:
     tmp = dest.with_name(dest.name + ".part")
-    digest = hashlib.md5()
+    md5_digest, sha256_digest = hashlib.md5(), hashlib.sha256()
+    received = 0
+    started = time.monotonic()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+        remaining = deadline - started
+        with urllib.request.urlopen(url, timeout=min(timeout, max(remaining, 0.1))) as response, open(tmp, "wb") as out:
             expected = response.headers.get("Content-Length")
-            received = 0
-            for block in iter(lambda: response.read(1 << 20), b""):
+            content_type = response.headers.get("Content-Type", "")
+            if known and expected is not None and int(expected) != known.size:
+                raise UserError(
+                    f"{url} now serves {expected} bytes, but the archive {known.published_by} published is "
+                    f"{known.size} bytes: the file has changed or moved; use another download.source"
+                )
+            window = [(started, 0)]  # (time, bytes received) samples for the stall rule
+            # read1: whatever has arrived, so the clock is checked even when bytes trickle in.
+            while block := response.read1(1 << 16):
                 out.write(block)
-                digest.update(block)
+                md5_digest.update(block)
+                sha256_digest.update(block)
                 received += len(block)
+                now = time.monotonic()
+                if now > deadline:
+                    raise UserError(
+                        f"download of {url} not finished after {DEADLINE_S:g} s ({received} bytes received); "
+                        f"the server is too slow. {OFFLINE_HINT}"
+                    )
+                window.append((now, received))
+                while len(window) > 2 and now - window[1][0] >= STALL_WINDOW_S:
+                    window.pop(0)
+                elapsed, got = now - window[0][0], received - window[0][1]
+                if elapsed >= STALL_WINDOW_S and got < MIN_BYTES_PER_S * elapsed:
+                    raise TransientError(
+                        f"stalled: {got} bytes in the last {elapsed:.3g} s, under the minimum of "
+                        f"{MIN_BYTES_PER_S:g} bytes/s"
+                    )
         if expected is not None and received != int(expected):
-            raise UserError(f"download of {url} is incomplete: {received} of {expected} bytes")
-        if md5 and digest.hexdigest() != md5:
-            raise UserError(f"download of {url} has md5 {digest.hexdigest()}, expected {md5}")
+            raise TransientError(f"incomplete: {received} of {expected} bytes")
+        if md5 and md5_digest.hexdigest() != md5:
+            raise UserError(f"download of {url} has md5 {md5_digest.hexdigest()}, expected {md5}")
+        if known and (received != known.size or sha256_digest.hexdigest() != known.sha256):
+            raise UserError(
+                f"download of {url} is {received} bytes with SHA-256 {sha256_digest.hexdigest()}, but the archive "
+                f"{known.published_by} published is {known.size} bytes with SHA-256 {known.sha256}: "
+                "it is truncated or has changed; not unpacking it"
+            )
         os.replace(tmp, dest)
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-        raise UserError(f"could not download {url}: {e}. {OFFLINE_HINT}") from None
+    except urllib.error.HTTPError as e:
+        if e.code in TRANSIENT_HTTP:
+            raise TransientError(f"HTTP Error {e.code}: {e.reason}") from None
+        raise UserError(f"could not download {url}: HTTP Error {e.code}: {e.reason}. {OFFLINE_HINT}") from None
+    except http.client.IncompleteRead as e:
+        raise TransientError(f"the connection closed mid-transfer after {received + len(e.partial)} bytes") from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+        if isinstance(e, OSError) and e.filename is not None:  # writing the .part file: not the network
+            raise UserError(f"could not write {e.filename} while downloading {url}: {e.strerror}") from None
+        reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        after = f" after {received} bytes" if received else ""
+        raise TransientError(f"{reason or type(e).__name__}{after}") from None
     finally:
         tmp.unlink(missing_ok=True)
-    return dest
+    return Downloaded(dest, url, content_type.split(";")[0].strip(), received)
 
 
-def check_zip(archive: zipfile.ZipFile, name: str) -> None:
+# ---------------------------------------------------------------- archives
+
+
+@dataclass
+class UnpackBudget:
+    """What one extraction may still unpack, across nested archives: the limits hold for
+    the whole download, so three nested bombs under the per-archive limit are one bomb."""
+
+    packed: int  # bytes of the outermost archive, the base of the ratio rule
+    unpacked: int = 0
+    entries: int = 0
+    archives: list[str] = field(default_factory=list)
+
+    def charge(self, name: str, entries: int, unpacked: int) -> None:
+        self.entries += entries
+        self.unpacked += unpacked
+        nested = " (nested archives included)" if len(self.archives) > 1 else ""
+        if self.entries > MAX_ZIP_ENTRIES:
+            raise UserError(f"{name}: {self.entries} entries{nested}, over the limit of {MAX_ZIP_ENTRIES}")
+        if self.unpacked > MAX_ZIP_TOTAL:
+            raise UserError(f"{name}: unpacks to {self.unpacked} bytes{nested}, over the {MAX_ZIP_TOTAL} byte limit")
+        if self.unpacked > MAX_ZIP_SMALL_TOTAL and self.unpacked / max(self.packed, 1) > MAX_ZIP_RATIO:
+            # Many entries, each under the per-entry floor, or nested archives: still a bomb.
+            raise UserError(
+                f"{name}: {self.entries} entries{nested} expand {self.unpacked // max(self.packed, 1)}:1 to "
+                f"{self.unpacked} bytes, refusing a likely zip bomb"
+            )
+
+
+def check_zip(archive: zipfile.ZipFile, name: str, budget: UnpackBudget | None = None) -> None:
     """Refuse an archive with an unsafe entry before anything is unpacked."""
-    total = packed = 0
-    for info in archive.infolist():
+    infos = archive.infolist()
+    if budget is None:
+        budget = UnpackBudget(packed=sum(i.compress_size for i in infos), archives=[name])
+    for info in infos:
         path = info.filename
         parts = Path(path.replace("\\", "/")).parts  # a Windows-made `..\\x` climbs too
         if path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":") or ".." in parts:
             raise UserError(f"{name}: refusing entry '{path}' that would unpack outside its folder")
         if stat.S_ISLNK(info.external_attr >> 16):
             raise UserError(f"{name}: refusing symbolic link entry '{path}'")
-        total += info.file_size
-        packed += info.compress_size
+        if info.flag_bits & 0x1:
+            raise UserError(
+                f"{name}: entry '{path}' is encrypted (password-protected); unpack the archive yourself "
+                "and point download.source at the folder"
+            )
+        longest = max((len(p.encode()) for p in parts), default=0)
+        if longest > MAX_NAME_BYTES or len(path.encode()) > MAX_PATH_BYTES:
+            raise UserError(
+                f"{name}: entry '{path[:60]}...' has a name too long to unpack "
+                f"({len(path.encode())} bytes; limits: {MAX_NAME_BYTES} per folder or file name, {MAX_PATH_BYTES} in all)"
+            )
         if info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO and info.file_size > 2**20:
             raise UserError(
                 f"{name}: entry '{path}' expands {info.file_size // info.compress_size}:1, "
                 "refusing a likely zip bomb"
             )
-    if total > MAX_ZIP_SMALL_TOTAL and total / max(packed, 1) > MAX_ZIP_RATIO:
-        # Many entries, each under the per-entry floor (or overlapping ones): still a bomb.
+    budget.charge(name, len(infos), sum(i.file_size for i in infos))
+
+
+def unpack_zip(zip_path: Path, dest: Path, budget: UnpackBudget | None = None) -> None:
+    """Unpack a checked zip into dest; a Kaggle `train.zip` inside is unpacked too, up to
+    MAX_ZIP_DEPTH archives deep, all within one budget."""
+    if budget is None:
+        budget = UnpackBudget(packed=zip_path.stat().st_size)
+    budget.archives.append(str(zip_path))
+    if len(budget.archives) > MAX_ZIP_DEPTH:
         raise UserError(
-            f"{name}: {len(archive.infolist())} entries expand {total // max(packed, 1)}:1 to {total} bytes, "
-            "refusing a likely zip bomb"
+            f"{zip_path}: archives nested {len(budget.archives)} deep (limit {MAX_ZIP_DEPTH}), "
+            "refusing to unpack further"
         )
-    if total > MAX_ZIP_TOTAL:
-        raise UserError(f"{name}: unpacks to {total} bytes, over the {MAX_ZIP_TOTAL} byte limit")
-
-
-def unpack_zip(zip_path: Path, dest: Path) -> None:
-    """Unpack a checked zip into dest; a Kaggle `train.zip` inside is unpacked too."""
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            check_zip(archive, str(zip_path))
-            archive.extractall(dest)
+            check_zip(archive, str(zip_path), budget)
+            for info in archive.infolist():
+                _extract(archive, info, zip_path, dest)
     except zipfile.BadZipFile as e:
         raise UserError(f"{zip_path} is not a valid zip archive: {e}") from None
     # Kaggle's dogs-vs-cats.zip holds train.zip (labelled) and test1.zip (unlabelled).
     for inner in sorted(dest.rglob("train.zip")):
-        unpack_zip(inner, inner.with_suffix(""))
+        unpack_zip(inner, inner.with_suffix(""), budget)
         inner.unlink()
+
+
+def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, zip_path: Path, dest: Path) -> None:
+    """Extract one checked entry; whatever goes wrong names the archive and the entry."""
+    entry = info.filename
+    again = "download it again or use another download.source"
+    try:
+        archive.extract(info, dest)
+    except zipfile.BadZipFile as e:
+        raise UserError(f"{zip_path} is not a valid zip archive: entry '{entry}': {e}; {again}") from None
+    except (zlib.error, EOFError) as e:
+        raise UserError(f"{zip_path}: entry '{entry}' has corrupt compressed data ({e}); {again}") from None
+    except NotImplementedError as e:
+        raise UserError(
+            f"{zip_path}: entry '{entry}' uses a compression method Python cannot read ({e}); "
+            "unpack the archive yourself and point download.source at the folder"
+        ) from None
+    except RuntimeError as e:  # zipfile's word for encrypted entries its header check missed
+        raise UserError(f"{zip_path}: entry '{entry}' cannot be unpacked: {e}") from None
+    except OSError as e:
+        raise UserError(f"{zip_path}: cannot unpack entry '{entry}' into {dest}: {e.strerror or e}") from None
+
+
+# ---------------------------------------------------------------- sources
 
 
 def fetch_kaggle(dest: Path) -> Path:
@@ -122,21 +357,35 @@ def fetch_kaggle(dest: Path) -> Path:
 
 def materialize_images(source: str, workdir: Path) -> Path:
     """Return a local folder holding the source's images (unpacked into workdir if needed)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    fetched = None
     if source == "kaggle":
         archive = fetch_kaggle(workdir)
     elif is_url(source):
-        archive = download(source, workdir / "source.zip")
+        fetched = download(source, workdir / "source.zip")
+        archive = fetched.path
     else:
-        path = Path(source).expanduser()
+        path = local_path(source)
         if not path.exists():
-            raise UserError(f"download.source: {path} does not exist. {OFFLINE_HINT}")
+            looked = "" if Path(source).expanduser().is_absolute() else f" (looked in {path})"
+            raise UserError(f"download.source: {source} does not exist{looked}. {OFFLINE_HINT}")
         if path.is_dir():
             return path
         archive = path
     if not zipfile.is_zipfile(archive):
+        if fetched:  # the temporary file is gone by the time anyone reads the message: name the URL
+            with open(archive, "rb") as f:
+                head = f.read(512).lstrip().lower()
+            looks = " (an HTML page)" if head.startswith((b"<!doctype html", b"<html")) else ""
+            raise UserError(
+                f"download.source: {source} returned {fetched.describe()}{looks}, which is not a zip "
+                "archive (or one cut short); check the URL or use another download.source"
+            )
         raise UserError(f"download.source: {archive} is neither a folder nor a zip archive")
     unpacked = workdir / "unpacked"
     unpack_zip(archive, unpacked)
+    if fetched:
+        archive.unlink()  # unpacked: free the space before the next step copies the images
     return unpacked
 
 
@@ -144,10 +393,30 @@ def materialize_weights(source: str, workdir: Path) -> Path:
     """Return a local path of the weights file (downloaded into workdir if a URL)."""
     if is_url(source):
         name = source.rsplit("/", 1)[-1] or "weights.h5"
-        return download(source, workdir / name, md5=KNOWN_MD5.get(source))
-    path = Path(source).expanduser()
+        return download(source, workdir / name, md5=KNOWN_MD5.get(source)).path
+    path = local_path(source)
     if not path.is_file():
-        raise UserError(f"download.vgg16_weights: {path} is not a file. {OFFLINE_HINT}")
+        looked = "" if Path(source).expanduser().is_absolute() else f" (looked in {path})"
+        raise UserError(f"download.vgg16_weights: {source} is not a file{looked}. {OFFLINE_HINT}")
     if path.suffix != ".h5":
-        raise UserError(f"download.vgg16_weights: {path} is not an .h5 weights file")
+        raise UserError(f"download.vgg16_weights: {source} is not an .h5 weights file")
     return path
+
+
+def convert_vgg16_weights(src: Path, dst: Path) -> None:
+    """Load a VGG16 notop weights file (Keras 3 `.weights.h5` or legacy `.h5`) into the
+    real architecture, which proves it fits, and save it in Keras 3 format at dst."""
+    import keras  # TensorFlow takes seconds to import: only once the images are done
+
+    src = Path(src)
+    try:
+        # Keras picks the reader by file name: *.weights.h5 is its own format, any other
+        # *.h5 the legacy (Keras 2) format, which is what Keras' URL serves; so the name
+        # a file is downloaded under matters.
+        conv_base = keras.applications.VGG16(weights=None, include_top=False)
+        conv_base.load_weights(str(src))
+    except Exception as e:
+        raise UserError(f"download.vgg16_weights: {src} is not a VGG16 notop weights file: {e}") from None
+    if conv_base.count_params() != VGG16_NOTOP_PARAMS:
+        raise UserError(f"download.vgg16_weights: {src} has {conv_base.count_params()} params, expected {VGG16_NOTOP_PARAMS}")
+    conv_base.save_weights(str(dst))

@@ -15,7 +15,7 @@ import pandas as pd
 
 from stages import params as P
 from stages.images import CLASSES, SPLITS, decode_resized
-from stages.outputs import atomic_dir, save_npz, write_csv, write_json
+from stages.outputs import atomic_dir, remove_leftovers, save_npz, write_csv, write_json
 from stages.study import DATA_PLOTS_DIR, RAW_DIR, SPLIT_DIR, metrics_file
 
 METRICS_FILE = metrics_file("split")
@@ -84,6 +84,10 @@ def write_split(index: pd.DataFrame, size: int, out: Path) -> None:
 
 def main() -> None:
     cfg = P.load("split")["split"]
+    # A SIGKILLed run leaves its temporaries (data/.split.XXXX, ...) beside the outputs.
+    removed = remove_leftovers(SPLIT_DIR, DATA_PLOTS, METRICS_FILE)
+    if removed:
+        print(f"split: removed what an interrupted run left: {', '.join(map(str, removed))}")
     try:
         manifest = pd.read_csv(RAW_DIR / "manifest.csv")
         rejected = len(pd.read_csv(RAW_DIR / "rejected.csv"))
@@ -117,4 +121,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    P.run_stage(main)
+    P.run_stage(main, clean_up_on_sigterm=True)

@@ -44,6 +44,12 @@ def symlink_entry(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
     return info, target.encode()
 
 
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    """Transient failures are retried after 2, 4, 8 s; here after milliseconds."""
+    monkeypatch.setattr(sources, "BACKOFF_S", 0.01)
+
+
 GOOD = [("cat.1.jpg", jpeg_bytes("cat", 1)), ("dog.1.jpg", jpeg_bytes("dog", 1))]
 
 
@@ -181,7 +187,8 @@ def test_complete_download(server, tmp_path):
 @pytest.mark.parametrize(
     "path, md5, expected",
     [
-        ("/short.bin", None, r"download of http://127\.0\.0\.1:\d+/short\.bin is incomplete"),
+        ("/short.bin", None,
+         r"could not download http://127\.0\.0\.1:\d+/short\.bin: incomplete: 100000 of 300000 bytes \(tried 4 times\)"),
         ("/ok.bin", "0" * 32, r"download of http://127\.0\.0\.1:\d+/ok\.bin has md5 [0-9a-f]{32}, expected 0{32}"),
         ("/missing.bin", None, r"could not download http://127\.0\.0\.1:\d+/missing\.bin: HTTP Error 404"),
     ],

@@ -47,7 +47,7 @@ def test_shipped_params_are_valid():
         ("train_custom", "learning_rate", "1e-4",
          "train_custom.learning_rate must be a number in (0, 1] (text, not a number: write it with a dot, "
          "e.g. 1.0e-4), got '1e-4'"),
-        ("train_custom", "dropout", 1.5, "train_custom.dropout must be a number in [0, 1], got 1.5"),
+        ("train_custom", "dropout", 1.5, "train_custom.dropout must be a number in [0, 1), got 1.5"),
         ("train_custom", "augment", "true", "train_custom.augment must be true or false, got 'true'"),
         ("train_custom", "early_stopping", -1, "train_custom.early_stopping must be an integer >= 0, got -1"),
         ("split", "order", "random", "split.order must be one of id, shuffle, got 'random'"),
@@ -62,7 +62,8 @@ def test_shipped_params_are_valid():
         ("finetune", "unfreeze", [], "finetune.unfreeze must be a non-empty list of layer names, got []"),
         ("finetune", "unfreeze", "block5_conv1",
          "finetune.unfreeze must be a non-empty list of layer names, got 'block5_conv1'"),
-        ("download", "source", "  ", "download.source must be a non-empty string, got '  '"),
+        ("download", "source", "  ",
+         "download.source must be a source (path, URL or kaggle) or a non-empty list of them, got '  '"),
     ],
 )
 def test_bad_value_names_key_value_and_allowed(section, key, value, message):
