@@ -85,7 +85,7 @@ def write_split(index: pd.DataFrame, size: int, out: Path) -> None:
 def main() -> None:
     cfg = P.load("split")["split"]
     # A SIGKILLed run leaves its temporaries (data/.split.XXXX, ...) beside the outputs.
-    removed = remove_leftovers(SPLIT_DIR, DATA_PLOTS, METRICS_FILE)
+    removed = remove_leftovers(SPLIT_DIR, DATA_PLOTS_DIR, METRICS_FILE)
     if removed:
         print(f"split: removed what an interrupted run left: {', '.join(map(str, removed))}")
     try:
