@@ -78,6 +78,8 @@ def grad_cam(
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be a batch of RGB images (N, H, W, 3), got shape {images.shape}")
+    if classes is not None and len(classes) != len(images):
+        raise ValueError(f"classes has {len(classes)} entries for {len(images)} images")
     chain = chain_layers(model)
     layer_name = layer_name or last_conv_layer(model)
     names = [layer.name for layer in chain]

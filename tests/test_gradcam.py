@@ -91,6 +91,8 @@ def test_explaining_the_other_class_lights_up_other_places(corner_model):
     np.testing.assert_allclose(same, predicted, atol=1e-6)
     other, _ = grad_cam(corner_model, images, classes=1 - chosen)
     assert np.abs(other - predicted).max() > 0.5  # opposite gradient sign, different map
+    with pytest.raises(ValueError, match="classes has 3 entries for 16 images"):
+        grad_cam(corner_model, images, classes=chosen[:3])
 
 
 def test_named_layer_and_bad_layer(corner_model):
