@@ -1,0 +1,188 @@
+"""Is it a cat or a dog? The study's trained models on your own photos.
+
+    python -m stages.predict PATH... [--model NAME] [--json]
+
+PATH: image files, or folders searched recursively for image files by name (.jpg, .png,
+...; hidden files such as macOS `._x.jpg` are skipped). One line per file on stdout:
+
+    photos/tom.jpg	0.0213	cat
+    photos/notes.txt	-	error: not an image (Pillow cannot identify it)
+
+tab-separated: the file, P(dog) and the label (dog when P(dog) >= 0.5, as `evaluate`
+counts), or `-` and why the file could not be read. With --json, one JSON object per line
+(JSON Lines) with the keys file, model, p_dog, label, error (null where not applicable).
+
+Each image is decoded exactly as the pipeline decodes its data (stages/images.py: EXIF
+rotation, alpha on white, CMYK and 16-bit to 8-bit RGB, resized to params.yaml
+`split.image_size`), so a photo gets the input its model was trained and tested on.
+
+The default model is the one with the best validation accuracy in metrics/<stage>.json
+(at the restored epoch when the stage kept its best epoch): chosen on validation, never on
+the test split, like any other choice in the study. Run from the project root, after
+`dvc repro` or `dvc pull`; nothing is downloaded.
+
+Exit code: 0 when every file was read, 1 when any was not, 2 for a usage error (no trained
+models, unknown --model, bad params.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from stages import params as P
+from stages.images import CLASSES, FORMATS, check_image, decode_resized
+from stages.study import MODEL_NAMES, metrics_file, model_file
+
+CHUNK = 64  # images decoded and predicted at a time: bounded memory for large folders
+# File names a folder search takes: those Pillow reads in a format the pipeline accepts.
+IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS)
+NOT_FOUND_HINT = "run `dvc repro` or `dvc pull`"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m stages.predict",
+        description="P(dog) of image files with one of the study's trained models.",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders (recursive)")
+    parser.add_argument("--model", help=f"one of {', '.join(MODEL_NAMES)} (default: best validation accuracy)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line instead of tab-separated text")
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------- which model
+
+
+def validation_accuracy(stage: str) -> float | None:
+    """The stage's validation accuracy of the weights it saved, or None without metrics."""
+    path = metrics_file(stage)
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+        # A stage that restored its best epoch saved that epoch's weights, not the last one's.
+        key = "val_accuracy_at_best_val_loss" if "restored_epoch" in metrics else "val_accuracy"
+        return float(metrics[key])
+    except (ValueError, KeyError, TypeError) as e:
+        raise P.UserError(f"{path} has no readable validation accuracy ({type(e).__name__}: {e}); {NOT_FOUND_HINT}") from None
+
+
+def choose_model(requested: str | None) -> tuple[str, str]:
+    """(model name, why it was chosen), or UserError when there is none to use."""
+    if requested is not None:
+        if requested not in MODEL_NAMES:
+            raise P.UserError(f"--model {requested!r} is not one of the study's models: {', '.join(MODEL_NAMES)}")
+        if not model_file(requested).is_file():
+            raise P.UserError(f"{model_file(requested)} not found: {NOT_FOUND_HINT}")
+        return requested, "chosen with --model"
+    present = [name for name in MODEL_NAMES if model_file(name).is_file()]
+    if not present:
+        raise P.UserError(f"{model_file(MODEL_NAMES[-1])} not found (nor any other trained model): {NOT_FOUND_HINT}")
+    scored = [(accuracy, name) for name in present if (accuracy := validation_accuracy(name)) is not None]
+    if not scored:
+        raise P.UserError(f"{metrics_file(present[0])} not found, so no model can be chosen by validation accuracy: "
+                          f"{NOT_FOUND_HINT}, or name one with --model")
+    # max() keeps the first of equals: ties go to the earlier, simpler model.
+    accuracy, name = max(scored, key=lambda pair: pair[0])
+    return name, f"best validation accuracy {accuracy:.3f} ({metrics_file(name)}); --model to choose another"
+
+
+# ---------------------------------------------------------------- which files
+
+
+def image_files(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(files to predict, files skipped in folders). A named file is always tried, so it
+    gets a line even if it is not an image; a folder contributes its image files by name."""
+    files, skipped = [], []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        for found in sorted(path.rglob("*")):
+            if any(part.startswith(".") for part in found.relative_to(path).parts) or not found.is_file():
+                continue
+            (files if found.suffix.lower() in IMAGE_SUFFIXES else skipped).append(found)
+    return files, skipped
+
+
+def read_image(path: Path, size: int) -> tuple[np.ndarray | None, str | None]:
+    """(image (size, size, 3) uint8, None) or (None, why it cannot be used)."""
+    if not path.exists():
+        return None, "no such file"
+    if path.is_dir():
+        return None, "a folder (search it by naming the folder itself)"
+    try:
+        info, reason = check_image(path)
+        return (decode_resized(path, size), None) if info else (None, reason)
+    except OSError as e:  # unreadable (permissions), vanished meanwhile
+        return None, f"cannot read: {e.strerror or e}"
+
+
+def chunks(files: list[Path], size: int) -> Iterator[list[tuple[Path, np.ndarray | None, str | None]]]:
+    for start in range(0, len(files), CHUNK):
+        yield [(path, *read_image(path, size)) for path in files[start:start + CHUNK]]
+
+
+# ---------------------------------------------------------------- the run
+
+
+def load_model(name: str, image_size: int):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter short
+    from stages import models as M  # registers VGG16Preprocessing before loading
+
+    path = model_file(name)
+    try:
+        model = M.load(path)
+    except Exception as e:
+        raise P.UserError(f"{path} cannot be loaded ({type(e).__name__}: {e}): {NOT_FOUND_HINT}") from None
+    if tuple(model.input_shape[1:]) != (image_size, image_size, 3):
+        raise P.UserError(f"{path} takes images of shape {tuple(model.input_shape[1:])} but params.yaml "
+                          f"split.image_size is {image_size}: {NOT_FOUND_HINT} to retrain with it")
+    return model
+
+
+def line(path: Path, model: str, p_dog: float | None, error: str | None, as_json: bool) -> str:
+    label = None if p_dog is None else CLASSES[int(p_dog >= 0.5)]
+    if as_json:
+        p = None if p_dog is None else round(p_dog, 6)
+        return json.dumps({"file": str(path), "model": model, "p_dog": p, "label": label, "error": error})
+    if error is not None:
+        return f"{path}\t-\terror: {error}"
+    return f"{path}\t{p_dog:.4f}\t{label}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    name, why = choose_model(args.model)
+    image_size = P.load("split")["split"]["image_size"]
+    files, skipped = image_files(args.paths)
+    if skipped:
+        print(f"skipped {len(skipped)} file(s) in folders that are not images by name, e.g. {skipped[0]}; "
+              "name a file to try it anyway", file=sys.stderr)
+    if not files:
+        raise P.UserError(f"no image files in {', '.join(map(str, args.paths))}")
+    model = load_model(name, image_size)
+    print(f"model: {name} ({why})", file=sys.stderr)
+
+    failed = 0
+    for chunk in chunks(files, image_size):
+        readable = [image for _, image, _ in chunk if image is not None]
+        p_dog = iter(model.predict(np.stack(readable), verbose=0).reshape(-1).tolist() if readable else [])
+        for path, image, error in chunk:
+            failed += error is not None
+            print(line(path, name, None if error else next(p_dog), error, args.json), flush=True)
+    if failed:
+        print(f"{failed} of {len(files)} file(s) could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    P.run_stage(lambda: sys.exit(main()))
