@@ -127,6 +127,7 @@ def _training() -> dict[str, Spec]:
         "batch_size": int_between(1, 4096),
         "epochs": positive_int(),
         "learning_rate": number_between(0, 1, lo_open=True),
+        "lr_decay": one_of("none", "cosine"),  # cosine: from learning_rate to 0 over all epochs
         "early_stopping": non_negative_int(),
         "restore_best": boolean(),
     }

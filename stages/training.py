@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -25,7 +26,12 @@ from stages.runtime import strategy_scope
 from stages.study import HISTORY_KEYS, checkpoints_dir, history_dir, metrics_file, model_file
 
 
-def compile_binary(model: keras.Model, learning_rate: float) -> None:
+def compile_binary(model: keras.Model, learning_rate: float, decay_steps: int = 0) -> None:
+    """RMSprop on binary cross-entropy. decay_steps > 0: the rate follows a cosine from
+    `learning_rate` down to 0 over that many steps (the schedule is saved with the
+    optimizer, so a resumed run continues it where it stopped)."""
+    if decay_steps:
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
     model.compile(
         optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
         loss="binary_crossentropy",
@@ -281,7 +287,8 @@ def train(
         trainable = model
         make_batch = D.augmented_images(train_inputs, seed, aug_cfg) if augment else D.plain_inputs(train_inputs)
     with strategy_scope(params["train"]):
-        compile_binary(trainable, cfg["learning_rate"])
+        steps = cfg["epochs"] * math.ceil(n / batch) if cfg["lr_decay"] == "cosine" else 0
+        compile_binary(trainable, cfg["learning_rate"], decay_steps=steps)
 
     def make_train_ds(start_epoch):
         return D.training_batches(n, train_labels, batch, seed, cfg["epochs"], make_batch, start_epoch)
