@@ -79,7 +79,7 @@ def test_unknown_key_suggests_the_right_one():
         P.validate_section("train_custom", values)
     assert str(err.value) == (
         "train_custom.epoch is not a known param (did you mean train_custom.epochs?); "
-        "train_custom takes: batch_size, epochs, learning_rate, early_stopping, restore_best, dropout, augment"
+        "train_custom takes: batch_size, epochs, learning_rate, lr_decay, early_stopping, restore_best, dropout, augment"
     )
 
 
