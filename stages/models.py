@@ -86,10 +86,12 @@ def vgg16_with_head(conv_base: keras.Model, preprocessing: str, dense_units: int
 
 def unfreeze(model: keras.Model, names: list[str]) -> None:
     """Make exactly the named layers trainable (everything else frozen)."""
-    known = {layer.name for layer in model.layers}
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise UserError(f"finetune.unfreeze: no layer named {missing[0]!r}; VGG16 layers are e.g. block5_conv1")
+    with_weights = [layer.name for layer in model.layers if layer.weights]
+    for name in names:
+        if name not in with_weights:
+            what = "has no weights (nothing to train)" if any(l.name == name for l in model.layers) else "does not exist"
+            raise UserError(f"finetune.unfreeze: layer {name!r} {what}; layers with weights are "
+                            f"{', '.join(n for n in with_weights if n.startswith('block'))}")
     head = False
     for layer in model.layers:
         head = head or layer.name == "flatten"

@@ -116,6 +116,14 @@ def strategy(train_cfg: dict) -> tf.distribute.Strategy:
     if kind == "none":
         made = tf.distribute.get_strategy()
     elif kind == "mirrored":
+        def short(name: str) -> str:  # /job:localhost/.../device:GPU:0, /device:GPU:0, /gpu:0 -> gpu:0
+            return name.lower().rsplit("device:", 1)[-1].lstrip("/")
+
+        present = {short(d.name) for d in tf.config.list_logical_devices()}
+        absent = [d for d in devices if short(d) not in present]
+        if absent:
+            raise UserError(f"train.devices: {absent[0]} is not on this machine; it has "
+                            f"{', '.join('/' + d for d in sorted(present))} (or use [] for every local GPU)")
         made = tf.distribute.MirroredStrategy(devices=devices or None)
     elif kind == "multi_worker":
         if not tf_config():

@@ -70,6 +70,8 @@ def test_strategy_errors_name_the_problem(monkeypatch):
     assert R.strategy({"distribute": "none", "devices": []}) is tf.distribute.get_strategy()
     with pytest.raises(P.UserError, match="train.devices only applies to train.distribute: mirrored"):
         R.strategy({"distribute": "none", "devices": ["/gpu:0"]})
+    with pytest.raises(P.UserError, match=r"train.devices: /gpu:7 is not on this machine; it has /cpu:0"):
+        R.strategy({"distribute": "mirrored", "devices": ["/gpu:7"]})
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(P.UserError, match="TF_CONFIG is not set"):
         R.strategy({"distribute": "multi_worker", "devices": []})

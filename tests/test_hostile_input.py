@@ -192,3 +192,21 @@ def test_outputs_get_the_mode_of_a_normal_file(tmp_path, umask):
     for name in ("metrics/split.json", "index.csv", "train.npz", "model.keras"):
         assert mode(tmp_path / name) == mode(plain), (name, oct(mode(tmp_path / name)))
     assert mode(tmp_path / "split") == mode(tmp_path / "plain_dir") == 0o777 & ~umask
+
+
+def test_unfreeze_accepts_only_layers_with_weights():
+    """`unfreeze: [block5_pool]` used to unfreeze nothing without a word."""
+    import keras
+
+    from stages import models as M
+    from stages.params import UserError
+
+    conv_base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(48, 48, 3))
+    model = M.vgg16_with_head(conv_base, "imagenet", dense_units=4, dropout=0.0)
+    with pytest.raises(UserError, match=r"finetune.unfreeze: layer 'block5_pool' has no weights \(nothing to train\); "
+                                        r"layers with weights are block1_conv1, .*block5_conv3"):
+        M.unfreeze(model, ["block5_pool"])
+    with pytest.raises(UserError, match="finetune.unfreeze: layer 'block6_conv1' does not exist"):
+        M.unfreeze(model, ["block6_conv1"])
+    M.unfreeze(model, ["block5_conv3"])
+    assert [layer.name for layer in model.layers if layer.trainable and layer.weights] == ["block5_conv3", "dense", "p_dog"]
