@@ -81,6 +81,7 @@ def main() -> None:
             "bank_bytes": int(bank.nbytes + validation.nbytes),
             "bank_seconds": round(timings["bank_seconds"], 1),
             "wall_seconds": round(time.perf_counter() - started, 1),
+            **R.machine(),
         },
     )
 

@@ -1,4 +1,6 @@
-"""Fill the README's results table from metrics/evaluate.json (never by hand):
+"""Fill the README's results table from metrics/evaluate.json, and its per-stage table
+(epochs, epoch kept, wall time, images/s, CPU, precision) from metrics/<stage>.json; never
+by hand:
 
     python -m stages.readme_table            # rewrite the table in README.md
     python -m stages.readme_table --check    # exit 1 if README.md's table is out of date
@@ -18,6 +20,8 @@ from pathlib import Path
 
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
+STAGES_START = "<!-- stages:start -->"  # the per-stage table: epochs, time, machine
+STAGES_END = "<!-- stages:end -->"
 README = Path("README.md")
 METRICS = Path("metrics/evaluate.json")
 
@@ -86,13 +90,46 @@ def table(results: dict, metrics_path: Path = METRICS) -> str:
     return "\n".join(rows)
 
 
-def fill(readme_text: str, block: str) -> str:
+def stage_table(metrics_dir: Path) -> str:
+    """The per-stage block: how each stage of the committed run trained and what it cost,
+    from metrics/<stage>.json (epochs, epoch kept, wall time, images/s, CPU, precision)."""
+    from stages.study import MODEL_NAMES
+
+    rows = ["| stage | epochs (kept) | val accuracy (kept epoch) | wall | s/epoch | train images/s | CPU | precision |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    total = 0.0
+    for stage in ("extract_features", *MODEL_NAMES):
+        path = metrics_dir / f"{stage}.json"
+        if not path.is_file():
+            rows.append(f"| `{stage}` | not in `{path.as_posix()}` | | | | | | |")
+            continue
+        m = json.loads(path.read_text())
+        total += m.get("wall_seconds", 0)
+        machine = f"{m.get('cpu', '?')} ({m.get('cpu_kind', '?')})"
+        wall = f"{m.get('wall_seconds', 0) / 60:.1f} min"
+        if stage == "extract_features":
+            done = f"{m['images']} images at {m['images_per_second']}/s"
+            if m.get("bank_images"):
+                done += f"; bank {m['bank_images']} at {m['bank_images_per_second']}/s"
+            rows.append(f"| `{stage}` | {done} | | {wall} | | | {machine} | {m.get('precision', '?')} |")
+            continue
+        kept = m.get("restored_epoch", m["epochs_run"])
+        val = m["val_accuracy_at_best_val_loss"] if "restored_epoch" in m else m["val_accuracy"]
+        rows.append(f"| `{stage}` | {m['epochs_run']} ({kept}) | {val:.3f} | {wall} | {m['seconds_per_epoch']:.1f} | "
+                    f"{m['train_images_per_second']:.0f} | {machine} | {m.get('precision', '?')} |")
+    rows += ["", f"Training and feature extraction: {total / 60:.0f} min in all, from `{metrics_dir.as_posix()}/*.json` "
+             "by `python -m stages.readme_table`. A stage that kept its best epoch (`restore_best`) shows that "
+             "epoch's validation accuracy."]
+    return "\n".join(rows)
+
+
+def fill(readme_text: str, block: str, start: str = START, end: str = END) -> str:
     """readme_text with the lines between the markers replaced by `block`."""
     lines = readme_text.split("\n")
-    starts = [i for i, line in enumerate(lines) if line.strip() == START]
-    ends = [i for i, line in enumerate(lines) if line.strip() == END]
+    starts = [i for i, line in enumerate(lines) if line.strip() == start]
+    ends = [i for i, line in enumerate(lines) if line.strip() == end]
     if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
-        raise TableError(f"the README needs exactly one line {START} followed by one line {END} "
+        raise TableError(f"the README needs exactly one line {start} followed by one line {end} "
                          f"(found {len(starts)} start and {len(ends)} end markers)")
     return "\n".join(lines[: starts[0] + 1] + [block] + lines[ends[0]:])
 
@@ -109,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             raise TableError(f"{args.readme} not found")
         before = args.readme.read_text()
         after = fill(before, table(results, args.metrics))
+        after = fill(after, stage_table(args.metrics.parent), STAGES_START, STAGES_END)
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

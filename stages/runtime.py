@@ -26,6 +26,29 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, str | int]:
+    """What a stage ran on, for its metrics: the CPU, its kind for these convolutions
+    (native bf16 or not) and the GPUs TensorFlow sees."""
+    flags = cpu_flags()
+    kind = next((k for k in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if k in flags), "other")
+    gpus = tf.config.list_physical_devices("GPU")
+    return {"cpu": cpu_model(), "cpu_kind": kind, "gpus": len(gpus),
+            "precision": keras.mixed_precision.global_policy().name}
+
+
 def resolve_precision(requested: str, gpus: list | None = None, flags: set[str] | None = None) -> str:
     """`auto`: float16 on a CUDA GPU, bfloat16 on a CPU with native bf16 (AVX512-BF16 or
     AMX), float32 elsewhere (emulated bf16 is slower than float32)."""

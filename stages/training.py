@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from stages.outputs import atomic_path, write_json
 from stages.params import UserError
-from stages.runtime import strategy_scope
+from stages.runtime import machine, strategy_scope
 from stages.study import HISTORY_KEYS, checkpoints_dir, history_dir, metrics_file, model_file
 
 
@@ -313,7 +313,8 @@ def save(stage: str, model: keras.Model, run: Run) -> None:
     """Write the stage's model and metrics/<stage>.json; then drop its checkpoint."""
     with atomic_path(model_file(stage), suffix=".keras") as tmp:
         model.save(tmp)
-    write_json(metrics_file(stage), summarize(run.history, run.n_train, run.wall_seconds, **run.extra))
+    write_json(metrics_file(stage), {**summarize(run.history, run.n_train, run.wall_seconds, **run.extra),
+                                     **machine()})
     shutil.rmtree(checkpoints_dir() / stage, ignore_errors=True)
 
 

@@ -30,6 +30,9 @@ Intro.
 ## After
 
 Kept as is.
+
+<!-- stages:start -->
+<!-- stages:end -->
 """
 
 
@@ -64,8 +67,9 @@ def test_fills_the_table_between_the_markers(tmp_path):
     assert result.returncode == 0, result.stderr
     text = (tmp_path / "README.md").read_text()
     assert "stale" not in text and "old | row" not in text
-    before, after = README.split(T.START)[0], README.split(T.END)[1]
-    assert text.startswith(before + T.START + "\n") and text.endswith(T.END + after)
+    before, between = README.split(T.START)[0], README.split(T.END)[1].split(T.STAGES_START)[0]
+    assert text.startswith(before + T.START + "\n") and (T.END + between + T.STAGES_START + "\n") in text
+    assert text.endswith(T.STAGES_END + "\n")
     assert (tmp_path / "README.md").stat().st_mode & 0o777 == 0o644
 
     rows = table_rows(text)
@@ -119,3 +123,27 @@ def test_a_model_absent_from_metrics_is_shown_as_such(tmp_path):
     body = {row[1].strip("`"): row for row in table_rows((tmp_path / "README.md").read_text())[2:]}
     assert body["train_custom"][2].startswith("0.700 (")
     assert body["finetune"][2].startswith("not in ")
+
+
+def test_stage_table_from_the_stage_metrics(tmp_path):
+    """The per-stage table: every number comes from metrics/<stage>.json; the epoch kept and
+    its validation accuracy when the stage restored its best epoch."""
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    machine = {"cpu": "Test CPU", "cpu_kind": "avx2", "gpus": 0, "precision": "float32"}
+    (metrics / "extract_features.json").write_text(json.dumps(
+        {"images": 4000, "images_per_second": 70.0, "bank_images": 20000, "bank_images_per_second": 80.5,
+         "wall_seconds": 300.0, **machine}))
+    for i, stage in enumerate(MODELS):
+        m = {"epochs_run": 30 + i, "val_accuracy": 0.7, "val_accuracy_at_best_val_loss": 0.8, "wall_seconds": 60.0 * i,
+             "seconds_per_epoch": 2.5, "train_images_per_second": 800.0, **machine}
+        if stage == "train_custom_aug":
+            m["restored_epoch"] = 21
+        (metrics / f"{stage}.json").write_text(json.dumps(m))
+    block = T.stage_table(metrics)
+    rows = {r[0]: r for r in (line.strip("|").split("|") for line in block.splitlines() if line.startswith("| `"))}
+    assert [c.strip() for c in rows[" `train_custom_aug` "][1:4]] == ["31 (21)", "0.800", "1.0 min"]
+    assert [c.strip() for c in rows[" `train_custom` "][1:3]] == ["30 (30)", "0.700"]
+    assert "4000 images at 70.0/s; bank 20000 at 80.5/s" in rows[" `extract_features` "][1]
+    assert "Test CPU (avx2)" in block and "float32" in block
+    assert f"{(300 + 60 * sum(range(len(MODELS)))) / 60:.0f} min in all" in block
