@@ -176,3 +176,20 @@ def test_every_saved_model_takes_raw_pixels(project):
         written = pd.read_csv(project / f"plots/evaluate/predictions/{name}.csv")
         assert written["file"].tolist() == files.tolist()
         np.testing.assert_allclose(probs, written["p_dog"], atol=2e-5, err_msg=name)
+
+
+def test_run_cache_restores_a_wiped_workspace_without_retraining(project):
+    """Completed stages come back from DVC's cache: with every output gone (a fresh clone,
+    a wiped work tree), `dvc repro` restores them through the run-cache and trains nothing."""
+    import shutil
+
+    before = {p.relative_to(project).as_posix(): p.read_bytes() for p in (project / "metrics").glob("*.json")}
+    for name in ("data", "metrics", "plots"):
+        shutil.rmtree(project / name)
+    result = dvc(project, "repro")
+    assert ran_stages(result.stdout) == [], result.stdout
+    assert "Stage 'train_custom' is cached - skipping run, checking out outputs" in result.stdout, result.stdout
+    after = {p.relative_to(project).as_posix(): p.read_bytes() for p in (project / "metrics").glob("*.json")}
+    assert after == before
+    assert (project / "data/models/finetune.keras").is_file() and (project / "plots/report.md").is_file()
+    assert dvc(project, "status").stdout.strip().endswith("up to date.")
