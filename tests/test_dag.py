@@ -84,3 +84,11 @@ def test_artifacts_are_the_five_models():
     for name, artifact in DVC_FILE["artifacts"].items():
         assert artifact["path"] in DVC_YAML[name]["outs"], name
 
+
+def test_only_evaluate_reads_the_extended_test_set():
+    """The extended test set is never used for a choice: no stage but `evaluate` depends on
+    it, nor on a folder that holds it (which would rerun training when it changes)."""
+    readers = {name for name, stage in DVC_YAML.items()
+               for dep in stage.get("deps", []) if dep in ("data/split", "data/split/arrays",
+                                                           "data/split/arrays/extended.npz")}
+    assert readers == {"evaluate"}
