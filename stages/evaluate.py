@@ -1,10 +1,20 @@
 """Stage `evaluate`: every model on the same 1000 test images, and the study's report.
 
 metrics/evaluate.json (per model: accuracy with 95% interval, loss, ROC AUC, precision,
-recall, F1, confusion counts, n); under plots/evaluate/ per model its predictions, ROC
-curve, most confidently misclassified images and learning curves (drawn here from each
-training stage's dvclive history, so a change to a figure reruns this stage alone); and
-plots/report.md: the results, the figures, and a diagnosis of each training run."""
+recall, F1, confusion counts, n, and the calibration of P(dog): ECE over 15 equal-width
+bins and the Brier score; under "extended", each model on the extended test set, when
+`split` wrote one); under plots/evaluate/ per model its predictions, ROC curve,
+reliability curve, most confidently misclassified images, Grad-CAM heatmaps and learning
+curves (drawn here from each training stage's dvclive history, so a change to a figure
+reruns this stage alone); plots/report.md: the results, the figures, and a diagnosis of
+each training run; and data/export/<model>/: each model as a TensorFlow SavedModel.
+
+The exports are made here, one stage for all five, rather than by each training stage: a
+model is exported exactly when it is scored, from the same file, and no training stage
+gains a dependency on the export code.
+
+The extended test set (data/split/arrays/extended.npz) is scored and reported, never used
+for any choice."""
 
 from __future__ import annotations
 
@@ -13,18 +23,61 @@ import pandas as pd
 
 from stages import params as P
 from stages.images import CLASSES
-from stages.study import DESCRIPTIONS, EVALUATE_DIR, MODEL_NAMES, PLOTS_DIR, REPORT_FILE, metrics_file, model_file
+from stages.study import (DESCRIPTIONS, EVALUATE_DIR, EXPORT_DIR, MODEL_NAMES, PLOTS_DIR, REPORT_FILE,
+                          metrics_file, model_file)
 
 STAGE = "evaluate"
+# Per Grad-CAM grid: up to this many of the most confident errors, and as many of the most
+# confidently correct cats and of dogs. Bounded cost: at most 24 images per model.
+GRADCAM_PER_GROUP = 8
+# What the extended test set reports per model (metrics/evaluate.json "extended").
+EXTENDED_KEYS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "roc_auc", "n")
 
 
-def predict(name: str, batch_size: int, images: np.ndarray) -> np.ndarray:
-    """P(dog) of model `name` for each of `images` (raw RGB pixels, as every model takes)."""
-    from stages import datasets as D, models as M
+def predict(model, batch_size: int, images: np.ndarray) -> np.ndarray:
+    """P(dog) of `model` for each of `images` (raw RGB pixels, as every model takes)."""
+    from stages import datasets as D
 
-    model = M.load(model_file(name))
     probs = model.predict(D.eval_batches(images, None, batch_size), verbose=0)
     return np.asarray(probs, dtype=np.float64).reshape(-1)
+
+
+def gradcam_choice(labels: np.ndarray, probs: np.ndarray, k: int = GRADCAM_PER_GROUP) -> list[np.ndarray]:
+    """Indices of the images a Grad-CAM grid shows, in three groups: the (at most k) most
+    confident errors, then the k most confidently correct cats, then dogs."""
+    from stages.report import confident_errors
+
+    labels = np.asarray(labels).astype(int)
+    predicted = (np.asarray(probs) >= 0.5).astype(int)
+    confidence = np.abs(np.asarray(probs, dtype=np.float64) - 0.5)
+    groups = [confident_errors(labels, probs, k)]
+    for label in (0, 1):
+        right = np.flatnonzero((labels == label) & (predicted == label))
+        groups.append(right[np.argsort(-confidence[right], kind="stable")][:k])
+    return groups
+
+
+def gradcam_figure(name: str, model, test: dict, probs: np.ndarray, batch_size: int, path) -> None:
+    """Grad-CAM heatmaps (evidence for the predicted class) over the images of `gradcam_choice`."""
+    from stages.gradcam import grad_cam, last_conv_layer
+    from stages.inspect_figures import gradcam_grid
+
+    labels = test["labels"].astype(int)
+    errors, cats, dogs = gradcam_choice(labels, probs)
+    chosen = np.concatenate([errors, cats, dogs]).astype(int)
+    heatmaps, _ = grad_cam(model, test["images"][chosen], batch_size=batch_size)
+    named = np.array(CLASSES)
+    titles = [f"{test['files'][i]}\n{named[labels[i]]} called {named[1 - labels[i]]}, P(dog) {probs[i]:.3f}"
+              for i in errors]
+    titles += [f"{test['files'][i]}\n{named[labels[i]]}, right, P(dog) {probs[i]:.3f}" for i in (*cats, *dogs)]
+    title = (f"{name}: Grad-CAM at {last_conv_layer(model)}, evidence for the predicted class (red = most): "
+             f"the {len(errors)} most confident errors, then the most confidently right cats and dogs")
+    gradcam_grid(test["images"][chosen], heatmaps, titles, path, title, columns=GRADCAM_PER_GROUP)
+
+
+def rounded(values: dict) -> dict:
+    """Metrics for JSON: floats to 5 places; NaN (AUC of one class only) as null."""
+    return {k: None if isinstance(v, float) and np.isnan(v) else round(v, 5) for k, v in values.items()}
 
 
 def main() -> None:
@@ -33,18 +86,26 @@ def main() -> None:
     if missing:  # say so before spending minutes on the models that are there
         raise P.UserError(f"{', '.join(missing)} not found: run the training stages first (dvc repro)")
 
+    from stages import models as M
     from stages.datasets import load_split
-    from stages.metrics import binary_metrics, roc_curve
+    from stages.export import export_savedmodel
+    from stages.inspect_figures import reliability_diagram
+    from stages.metrics import binary_metrics, brier_score, expected_calibration_error, reliability_curve, roc_curve
     from stages.outputs import atomic_dir, write_csv, write_json
     from stages.report import evaluation_figures, misclassified_gallery, stage_curves, study_report
 
-    results, predictions = {}, {}
+    results, predictions, reliability, extended_results = {}, {}, {}, {}
     test = load_split("test")
+    extended = load_split("extended")  # possibly empty: split.extended_per_class 0, or nothing left over
     files, labels = test["files"], test["labels"]
-    with atomic_dir(EVALUATE_DIR) as out:
+    image_size = test["images"].shape[1]
+    with atomic_dir(EVALUATE_DIR) as out, atomic_dir(EXPORT_DIR) as exports:
         for name in MODEL_NAMES:
-            probs = predict(name, batch, test["images"])
-            results[name] = binary_metrics(labels, probs)
+            model = M.load(model_file(name))
+            probs = predict(model, batch, test["images"])
+            results[name] = {**binary_metrics(labels, probs), "ece": expected_calibration_error(labels, probs),
+                             "brier": brier_score(labels, probs)}
+            reliability[name] = reliability_curve(labels, probs)
             named = np.array(CLASSES)
             predictions[name] = pd.DataFrame(
                 {
@@ -56,18 +117,31 @@ def main() -> None:
             )
             write_csv(out / "predictions" / f"{name}.csv", predictions[name])
             write_csv(out / "roc" / f"{name}.csv", pd.DataFrame(roc_curve(labels, probs)).round(6))
+            write_csv(out / "reliability" / f"{name}.csv", pd.DataFrame(reliability[name]).round(6))
             misclassified_gallery(name, test, files, labels, probs, out / f"misclassified_{name}.png")
-            print(f"{name}: test accuracy {results[name]['accuracy']:.3f}, AUC {results[name]['roc_auc']:.3f}")
+            gradcam_figure(name, model, test, probs, batch, out / f"gradcam_{name}.png")
+            if len(extended["labels"]):
+                scored = binary_metrics(extended["labels"], predict(model, batch, extended["images"]))
+                extended_results[name] = {k: scored[k] for k in EXTENDED_KEYS}
+            export_savedmodel(model, exports / name, image_size)
+            r = results[name]
+            print(f"{name}: test accuracy {r['accuracy']:.3f}, AUC {r['roc_auc']:.3f}, ECE {r['ece']:.3f}"
+                  + (f"; extended test accuracy {extended_results[name]['accuracy']:.3f} "
+                     f"(n = {extended_results[name]['n']})" if name in extended_results else ""))
         accuracy = pd.DataFrame(
             [{"model": k, "accuracy": v["accuracy"], "ci_low": v["accuracy_ci_low"], "ci_high": v["accuracy_ci_high"]}
              for k, v in results.items()]
         )
         write_csv(out / "accuracy.csv", accuracy.round(4))
         evaluation_figures(results, predictions, out)
+        reliability_diagram(reliability, out / "reliability.png")
         stage_curves(list(MODEL_NAMES), PLOTS_DIR, out)
-    write_json(metrics_file(STAGE), {k: {m: round(v, 5) for m, v in r.items()} for k, r in results.items()})
-    study_report(results, DESCRIPTIONS, PLOTS_DIR, REPORT_FILE)
-    print(f"report: {REPORT_FILE}")
+    metrics = {k: rounded(r) for k, r in results.items()}
+    if extended_results:
+        metrics["extended"] = {k: rounded(r) for k, r in extended_results.items()}
+    write_json(metrics_file(STAGE), metrics)
+    study_report(results, DESCRIPTIONS, PLOTS_DIR, REPORT_FILE, extended_results)
+    print(f"report: {REPORT_FILE}; SavedModels: {EXPORT_DIR}/")
 
 
 if __name__ == "__main__":

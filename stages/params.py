@@ -142,6 +142,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "order": one_of("id", "shuffle"),
         "seed": non_negative_int(),
         "image_size": int_between(48, 1024),  # the custom convnet needs 48 px
+        # the extended test set: at most this many leftover images per class; 0 = none
+        "extended_per_class": non_negative_int(),
     },
     "train": {
         "seed": non_negative_int(),

@@ -140,14 +140,24 @@ def misclassified_gallery(name: str, test: dict, files: np.ndarray, labels: np.n
 
 def results_table(results: dict, models: dict[str, str]) -> list[str]:
     """Markdown rows: per model the test metrics of metrics/evaluate.json."""
-    rows = ["| model | stage | test accuracy (95% CI) | loss | ROC AUC | precision | recall | F1 | n |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| model | stage | test accuracy (95% CI) | loss | ROC AUC | precision | recall | F1 | ECE | Brier | n |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in results.items():
         rows.append(
             f"| {models.get(name, name)} | `{name}` | {r['accuracy']:.3f} ({r['accuracy_ci_low']:.3f}-"
             f"{r['accuracy_ci_high']:.3f}) | {r['loss']:.4f} | {r['roc_auc']:.3f} | {r['precision']:.3f} | "
-            f"{r['recall']:.3f} | {r['f1']:.3f} | {r['n']} |"
+            f"{r['recall']:.3f} | {r['f1']:.3f} | {r['ece']:.3f} | {r['brier']:.3f} | {r['n']} |"
         )
+    return rows
+
+
+def extended_table(extended: dict, models: dict[str, str]) -> list[str]:
+    """Markdown rows: per model its metrics on the extended test set."""
+    rows = ["| model | stage | extended test accuracy (95% CI) | ROC AUC | n |", "| --- | --- | --- | --- | --- |"]
+    for name, r in extended.items():
+        auc = "-" if r["roc_auc"] is None or np.isnan(r["roc_auc"]) else f"{r['roc_auc']:.3f}"
+        rows.append(f"| {models.get(name, name)} | `{name}` | {r['accuracy']:.3f} ({r['accuracy_ci_low']:.3f}-"
+                    f"{r['accuracy_ci_high']:.3f}) | {auc} | {r['n']} |")
     return rows
 
 
@@ -180,11 +190,14 @@ def training_diagnoses(stages: list[str], plots_dir: Path) -> dict:
         raise UserError(str(e)) from None
 
 
-def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: Path) -> str:
+def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: Path,
+                 extended: dict | None = None) -> str:
     """The study's results as Markdown, written to `path` (inside plots_dir): test metrics
-    per model, the figures, a diagnosis per training run computed from its history, and the
-    galleries of confident errors. Links are relative to `path`."""
+    per model with their calibration, the metrics on the extended test set (when given), the
+    figures, a diagnosis per training run computed from its history, and per model the
+    gallery of confident errors and its Grad-CAM heatmaps. Links are relative to `path`."""
     from stages import diagnosis as G
+    from stages.metrics import CALIBRATION_BINS
     from stages.outputs import write_text
 
     def link(target: Path) -> str:
@@ -204,10 +217,28 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
         *results_table(results, models),
         "",
         "95% intervals: Wilson score interval of the accuracy. Loss: log loss. Positive class: dog.",
+        f"Calibration of P(dog): ECE = expected calibration error over {CALIBRATION_BINS} equal-width bins of "
+        "P(dog) on [0, 1] (the mean over the images of |fraction of dogs in the bin - mean P(dog) in the bin|; "
+        "0 = calibrated); Brier = mean squared error of P(dog) (0 = perfect, 0.25 = always 0.5).",
         "",
         f"Figures: [accuracy]({link(evaluate_dir / 'accuracy.png')}), [ROC curves]({link(evaluate_dir / 'roc.png')}),"
-        f" [confusion matrices]({link(evaluate_dir / 'confusion.png')}).",
+        f" [confusion matrices]({link(evaluate_dir / 'confusion.png')}),"
+        f" [reliability diagram]({link(evaluate_dir / 'reliability.png')}).",
         "",
+    ]
+    if extended:
+        n_extended = next(iter(extended.values()))["n"]
+        lines += [
+            f"## Extended test set ({n_extended} images)",
+            "",
+            "Every usable downloaded image that `split` placed in no split (after the duplicate rule), at most "
+            "`split.extended_per_class` per class: more images, tighter intervals. Scored here, never used for "
+            "any choice.",
+            "",
+            *extended_table(extended, models),
+            "",
+        ]
+    lines += [
         "## Training runs",
         "",
         "| stage | epochs | min val_loss (epoch) | train - val accuracy at the end | diagnosis | curves |",
@@ -225,12 +256,16 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
         f"value at that minimum; still improving = minimum in the last {G.NEAR_END} epochs and the val_loss "
         f"trend over the last {G.TREND_WINDOW} epochs falls by at least {G.IMPROVING:.0%}; stable = neither.",
         "",
-        "## Most confidently misclassified test images",
+        "## Most confidently misclassified test images, and where each model looked",
         "",
     ]
     for name in results:
         gallery = evaluate_dir / f"misclassified_{name}.png"
-        lines += [f"### `{name}`", "", f"![{name}: confident errors]({link(gallery)})", ""]
+        gradcam = evaluate_dir / f"gradcam_{name}.png"
+        lines += [f"### `{name}`", "", f"![{name}: confident errors]({link(gallery)})", "",
+                  f"Where it looked ([Grad-CAM]({link(gradcam)}), the evidence for the class it predicted): its "
+                  "most confident errors, then its most confidently right cats and dogs.", "",
+                  f"![{name}: Grad-CAM]({link(gradcam)})", ""]
     data_figures_found = sorted((plots_dir / "data").glob("*.png"))
     if data_figures_found:
         lines += ["## Data", "", ", ".join(f"[{p.stem.replace('_', ' ')}]({link(p)})" for p in data_figures_found), ""]

@@ -16,6 +16,7 @@ ARRAYS_DIR = SPLIT_DIR / "arrays"
 FEATURES_DIR = Path("data/features")
 BANK_FILE = FEATURES_DIR / "bank.npz"  # the augmentation bank (extract_features)
 MODELS_DIR = Path("data/models")
+EXPORT_DIR = Path("data/export")  # SavedModels, written by `evaluate`
 CHECKPOINTS_DIR = Path("data/checkpoints")
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
@@ -51,6 +52,26 @@ DESCRIPTIONS = {m.stage: m.description for m in MODELS}
 
 def model_file(stage: str) -> Path:
     return MODELS_DIR / f"{stage}.keras"
+
+
+def export_dir(stage: str) -> Path:
+    """The model's TensorFlow SavedModel (stages/export.py; signature serving_default)."""
+    return EXPORT_DIR / stage
+
+
+def artifacts() -> dict[str, dict]:
+    """The `artifacts:` section of dvc.yaml, as it must read (tests/test_dag.py compares):
+    one `model` artifact per trained model, named after its stage, so `dvc artifacts get`
+    and DVC's model registry find the five models."""
+    return {
+        m.stage: {
+            "path": model_file(m.stage).as_posix(),
+            "type": "model",
+            "desc": f"Cats vs. dogs, trained by stage {m.stage} ({m.description}): Keras 3, RGB pixels in, P(dog) out",
+            "labels": ["cats-vs-dogs", "keras", "small-convnet" if m.phase == 1 else "vgg16"],
+        }
+        for m in MODELS
+    }
 
 
 def metrics_file(stage: str) -> Path:

@@ -14,7 +14,8 @@ import yaml
 from conftest import ROOT
 
 STAGES_DIR = ROOT / "stages"
-DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+DVC_FILE = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+DVC_YAML = DVC_FILE["stages"]
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -71,3 +72,23 @@ def test_figure_code_is_a_dep_of_the_reporting_stages_only():
 def test_the_nine_stages():
     assert list(DVC_YAML) == ["download", "split", "train_custom", "train_custom_aug", "extract_features",
                               "train_feature_clf", "train_aug_frozen", "finetune", "evaluate"]
+
+
+def test_artifacts_are_the_five_models():
+    """dvc.yaml's `artifacts:` is what stages/study.py declares, one per model, each the
+    output of its training stage."""
+    from stages.study import MODEL_NAMES, artifacts
+
+    assert DVC_FILE["artifacts"] == artifacts()
+    assert list(DVC_FILE["artifacts"]) == list(MODEL_NAMES)
+    for name, artifact in DVC_FILE["artifacts"].items():
+        assert artifact["path"] in DVC_YAML[name]["outs"], name
+
+
+def test_only_evaluate_reads_the_extended_test_set():
+    """The extended test set is never used for a choice: no stage but `evaluate` depends on
+    it, nor on a folder that holds it (which would rerun training when it changes)."""
+    readers = {name for name, stage in DVC_YAML.items()
+               for dep in stage.get("deps", []) if dep in ("data/split", "data/split/arrays",
+                                                           "data/split/arrays/extended.npz")}
+    assert readers == {"evaluate"}

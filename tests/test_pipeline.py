@@ -1,17 +1,23 @@
 """The real pipeline, end to end: `dvc repro` of all nine stages on a few dozen synthetic
-images with a random-init VGG16, in a temporary git repo; then what a user checks."""
+images with a random-init VGG16, in a temporary git repo; then what a user checks.
+
+27 images per class: 12 + 6 + 6 in the three splits, and 3 left over, of which
+`split.extended_per_class: 2` puts 2 per class in the extended test set."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import TRAINING_STAGES, dvc, make_project, ran_stages, tiny_params, write_kaggle_folder
+from conftest import TRAINING_STAGES, dvc, git, make_project, ran_stages, tiny_params, write_kaggle_folder
 
+PER_CLASS = 27
 ALL_STAGES = ["download", "split", "train_custom", "train_custom_aug", "extract_features",
               "train_feature_clf", "train_aug_frozen", "finetune", "evaluate"]
 
@@ -19,8 +25,10 @@ ALL_STAGES = ["download", "split", "train_custom", "train_custom_aug", "extract_
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, random_vgg16_weights):
     root = tmp_path_factory.mktemp("pipeline")
-    source = write_kaggle_folder(root / "images", per_class=24)
-    path = make_project(root / "project", tiny_params(source, random_vgg16_weights))
+    source = write_kaggle_folder(root / "images", per_class=PER_CLASS)
+    params = tiny_params(source, random_vgg16_weights)
+    params["split"]["extended_per_class"] = 2
+    path = make_project(root / "project", params)
     result = dvc(path, "repro")
     assert sorted(ran_stages(result.stdout)) == sorted(ALL_STAGES), result.stdout
     return path
@@ -33,12 +41,12 @@ def read_json(path):
 def test_download_outputs(project):
     raw = project / "data" / "raw"
     manifest = pd.read_csv(raw / "manifest.csv")
-    assert len(manifest) == 48
+    assert len(manifest) == 2 * PER_CLASS
     assert set(manifest.columns) >= {"file", "label", "id", "sha256", "width", "height", "bytes"}
     assert all((raw / "images" / f).is_file() for f in manifest["file"])
     assert pd.read_csv(raw / "rejected.csv").empty
     assert (project / "data/weights/vgg16_notop.weights.h5").stat().st_size > 50_000_000
-    assert read_json(project / "metrics/download.json") == {"images": 48, "cats": 24, "dogs": 24, "rejected": 0, "bytes": int(manifest["bytes"].sum())}
+    assert read_json(project / "metrics/download.json") == {"images": 54, "cats": 27, "dogs": 27, "rejected": 0, "bytes": int(manifest["bytes"].sum())}
 
 
 def test_split_is_chollets_id_order(project):
@@ -57,6 +65,13 @@ def test_split_is_chollets_id_order(project):
             assert arrays["labels"].tolist() == [0] * n + [1] * n
     split_metrics = read_json(project / "metrics/split.json")
     assert split_metrics["train_cats"] == 12 and split_metrics["test_dogs"] == 6
+    assert split_metrics["unused_images"] == 6 and split_metrics["extended_images"] == 4
+    # The extended test set: the next ids after the test split, capped at 2 per class.
+    with np.load(project / "data/split/arrays/extended.npz", allow_pickle=False) as arrays:
+        assert arrays["files"].tolist() == ["cat.24.jpg", "cat.25.jpg", "dog.24.jpg", "dog.25.jpg"]
+        assert arrays["labels"].tolist() == [0, 0, 1, 1]
+        assert arrays["images"].shape == (4, 48, 48, 3) and arrays["images"].dtype == np.uint8
+        assert arrays["images"].std() > 20
     for figure in ("class_counts.png", "samples.png", "image_sizes.png"):
         assert (project / "plots/data" / figure).stat().st_size > 1000
 
@@ -83,9 +98,12 @@ def test_features(project):
 
 
 def test_evaluate(project):
+    from stages.metrics import reliability_curve
+
     results = read_json(project / "metrics/evaluate.json")
-    assert list(results) == list(TRAINING_STAGES)
-    for name, r in results.items():
+    assert list(results) == [*TRAINING_STAGES, "extended"]
+    for name in TRAINING_STAGES:
+        r = results[name]
         assert r["n"] == 12
         assert r["tp"] + r["fp"] + r["tn"] + r["fn"] == 12
         assert r["accuracy_ci_low"] <= r["accuracy"] <= r["accuracy_ci_high"]
@@ -94,8 +112,59 @@ def test_evaluate(project):
         assert len(predictions) == 12 and set(predictions.columns) == {"file", "actual", "predicted", "p_dog"}
         accuracy = (predictions["actual"] == predictions["predicted"]).mean()
         assert accuracy == pytest.approx(r["accuracy"], abs=1e-4)
-    for figure in ("accuracy.png", "roc.png", "confusion.png"):
+        # Calibration, from the written predictions: Brier score, and ECE over 15 bins,
+        # whose per-bin data is the DVC plot's CSV.
+        labels = (predictions["actual"] == "dog").to_numpy(int)
+        assert r["brier"] == pytest.approx(np.mean((predictions["p_dog"] - labels) ** 2), abs=1e-4)
+        curve = pd.read_csv(project / f"plots/evaluate/reliability/{name}.csv")
+        expected = reliability_curve(labels, predictions["p_dog"].to_numpy())
+        assert curve["count"].tolist() == expected["count"].tolist() and curve["count"].sum() == 12
+        gaps = np.abs(curve["observed_frequency"] - curve["mean_predicted"])
+        assert r["ece"] == pytest.approx(np.sum(curve["count"] * gaps) / 12, abs=1e-4)
+        assert set(results["extended"][name]) == {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "roc_auc", "n"}
+        assert results["extended"][name]["n"] == 4
+        assert (project / f"plots/evaluate/gradcam_{name}.png").stat().st_size > 5000
+    for figure in ("accuracy.png", "roc.png", "confusion.png", "reliability.png"):
         assert (project / "plots/evaluate" / figure).stat().st_size > 1000
+    plots = yaml.safe_load((project / "dvc.yaml").read_text())["plots"]
+    reliability = next(p["Reliability on the test split"] for p in plots if "Reliability on the test split" in p)
+    assert sorted(reliability["y"]) == sorted(f"plots/evaluate/reliability/{m}.csv" for m in TRAINING_STAGES)
+
+
+def test_extended_metrics_are_each_models_score_on_the_extended_images(project):
+    import keras
+
+    import stages.models  # noqa: F401  (registers the project's layers)
+    from stages.metrics import binary_metrics
+
+    with np.load(project / "data/split/arrays/extended.npz", allow_pickle=False) as extended:
+        images, labels = extended["images"], extended["labels"]
+    written = read_json(project / "metrics/evaluate.json")["extended"]
+    for name in ("train_custom", "finetune"):
+        model = keras.models.load_model(project / f"data/models/{name}.keras", safe_mode=True, compile=False)
+        expected = binary_metrics(labels, model.predict(images.astype(np.float32), verbose=0).reshape(-1))
+        assert written[name]["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-5), name
+        assert written[name]["accuracy_ci_low"] == pytest.approx(expected["accuracy_ci_low"], abs=1e-5), name
+
+
+def test_exports_are_the_scored_models(project):
+    """data/export/<model>/ is a SavedModel whose serving signature gives the probabilities
+    `evaluate` wrote (the export itself is tested in a fresh process in test_export.py)."""
+    import tensorflow as tf
+
+    assert sorted(p.name for p in (project / "data/export").iterdir()) == sorted(TRAINING_STAGES)
+    for name in TRAINING_STAGES:
+        assert (project / f"data/export/{name}/saved_model.pb").is_file(), name
+    with np.load(project / "data/split/arrays/test.npz", allow_pickle=False) as test:
+        images = test["images"]
+    for name in ("train_custom", "train_feature_clf"):
+        serve = tf.saved_model.load(str(project / f"data/export/{name}")).signatures["serving_default"]
+        p_dog = serve(images=tf.constant(images))["p_dog"].numpy()
+        written = pd.read_csv(project / f"plots/evaluate/predictions/{name}.csv")["p_dog"]
+        np.testing.assert_allclose(p_dog, written, atol=2e-5, err_msg=name)
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["evaluate"]
+    export = next(o for o in lock["outs"] if o["path"] == "data/export")
+    assert export["md5"].endswith(".dir") and export["nfiles"] > 5  # cached by DVC
 
 
 def test_report(project):
@@ -104,9 +173,11 @@ def test_report(project):
     import re
 
     from stages.diagnosis import diagnose, read_history
+    from stages.study import DESCRIPTIONS
 
     text = (project / "plots/report.md").read_text()
-    lines = text.splitlines()
+    test_part, extended_part = text.split("## Extended test set (4 images)")
+    lines, extended_lines = test_part.splitlines(), extended_part.split("## Training runs")[0].splitlines()
     results = read_json(project / "metrics/evaluate.json")
     for name in TRAINING_STAGES:
         r = results[name]
@@ -114,8 +185,16 @@ def test_report(project):
         assert len(row) == 1 and row[0].endswith(f"| {r['n']} |"), name
         diagnosis = diagnose(read_history(project / "plots" / name))
         assert diagnosis.epochs == 2
-        assert f"- `{name}`: {diagnosis.line}" in lines, name
         assert (project / f"plots/evaluate/misclassified_{name}.png").stat().st_size > 1000
+        row = [line for line in lines if line.startswith(f"| {DESCRIPTIONS[name]} | `{name}` | ")
+               and line.endswith(f"| {r['ece']:.3f} | {r['brier']:.3f} | {r['n']} |")]
+        assert len(row) == 1, name
+        e = results["extended"][name]
+        row = [line for line in extended_lines if f"| `{name}` | {e['accuracy']:.3f} (" in line]
+        assert len(row) == 1 and row[0].endswith(f"| {e['n']} |"), name
+        assert f"- `{name}`: {diagnosis.line}" in text.splitlines(), name
+        assert f"gradcam_{name}.png" in text
+    assert "15 equal-width bins" in text
     for target in re.findall(r"\]\(([^)]+)\)", text):
         assert (project / "plots" / target).is_file(), f"broken link {target}"
 
@@ -123,6 +202,8 @@ def test_report(project):
 def test_dvc_shows_metrics_and_plots(project):
     shown = dvc(project, "metrics", "show", "--json").stdout
     assert "finetune" in shown and "accuracy" in shown
+    flat = json.loads(shown)[""]["data"]["metrics/evaluate.json"]["data"]
+    assert flat["finetune"]["ece"] >= 0 and flat["extended"]["finetune"]["n"] == 4
     dvc(project, "plots", "show", "-o", str(project / "plots_html"))
     assert (project / "plots_html" / "index.html").is_file()
 
@@ -176,6 +257,36 @@ def test_every_saved_model_takes_raw_pixels(project):
         written = pd.read_csv(project / f"plots/evaluate/predictions/{name}.csv")
         assert written["file"].tolist() == files.tolist()
         np.testing.assert_allclose(probs, written["p_dog"], atol=2e-5, err_msg=name)
+
+
+def commit_snapshot(project, message: str) -> str:
+    """Commit the workspace as `git add -A; git commit` would (dvc.lock, metrics), but with
+    a temporary index and no branch moved: HEAD and the workspace stay as the other tests
+    expect them. Returns the commit's hash."""
+    env = {**os.environ, "GIT_INDEX_FILE": str(project / ".git" / "snapshot-index")}
+
+    def run(*args):
+        return subprocess.run(["git", *args], cwd=project, env=env, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    run("read-tree", "HEAD")
+    run("add", "-A")
+    tree = run("write-tree")
+    return run("commit-tree", tree, "-p", "HEAD", "-m", message)
+
+
+def test_dvc_artifacts_get_retrieves_a_model(project, tmp_path):
+    """The `artifacts:` of dvc.yaml, end to end: commit the run, register a version of an
+    artifact (a Git tag in GTO's format, which `gto register finetune` writes; `dvc artifacts
+    get` finds versions by these tags), then fetch it from the repository path. The model
+    comes from the project's local DVC cache: no remote needed for a local repository."""
+    snapshot = commit_snapshot(project, "the tiny study, run")
+    git(project, "tag", "-a", "finetune@v0.1.0", "-m", "registering finetune", snapshot)
+    out = tmp_path / "finetune.keras"
+    result = dvc(tmp_path, "artifacts", "get", str(project), "finetune", "-o", str(out))
+    assert out.read_bytes() == (project / "data/models/finetune.keras").read_bytes(), result.stdout
+    missing = dvc(tmp_path, "artifacts", "get", str(project), "no_such_model", check=False)
+    assert missing.returncode != 0
 
 
 def test_run_cache_restores_a_wiped_workspace_without_retraining(project):

@@ -36,12 +36,18 @@ Kept as is.
 """
 
 
-def fake_metrics(path: Path, models=MODELS) -> dict:
+def fake_metrics(path: Path, models=MODELS, extended: bool = True) -> dict:
+    """metrics/evaluate.json as `evaluate` writes it: per model, and under "extended" the
+    extended test set's metrics per model (when there is one)."""
     results = {}
     for i, name in enumerate(models):
         acc = 0.70 + 0.05 * i
         results[name] = {"accuracy": acc, "accuracy_ci_low": acc - 0.03, "accuracy_ci_high": acc + 0.025,
                          "loss": 0.5, "roc_auc": 0.8, "n": 1000}
+    if extended:
+        results["extended"] = {name: {"accuracy": 0.71 + 0.05 * i, "accuracy_ci_low": 0.68 + 0.05 * i,
+                                      "accuracy_ci_high": 0.74 + 0.05 * i, "roc_auc": 0.8, "n": 1000}
+                               for i, name in enumerate(models)}
     path.write_text(json.dumps(results))
     return results
 
@@ -73,15 +79,18 @@ def test_fills_the_table_between_the_markers(tmp_path):
     assert (tmp_path / "README.md").stat().st_mode & 0o777 == 0o644
 
     rows = table_rows(text)
-    assert rows[0] == ["model", "stage", "our test accuracy (95% CI)", "seed notebook's claim", "Chollet (logged)"]
+    assert rows[0] == ["model", "stage", "our test accuracy (95% CI)", "extended test accuracy (n)",
+                       "seed notebook's claim", "Chollet (logged)"]
     body = {row[1].strip("`"): row for row in rows[2:]}
-    assert list(body) == list(MODELS)
-    for name, r in results.items():
+    assert list(body) == list(MODELS), "the extended key is not a model"
+    for name in MODELS:
+        r, e = results[name], results["extended"][name]
         assert body[name][2] == f"{r['accuracy']:.3f} ({r['accuracy_ci_low']:.3f}-{r['accuracy_ci_high']:.3f})"
-    assert body["train_custom"][3:] == [".77", ".72"]
-    assert body["train_aug_frozen"][3:] == [".94-.96 (validation)", ".95"]
-    assert body["finetune"][3:] == [".97", ".97 (test)"]
-    assert "n = 1000" in text
+        assert body[name][3] == f"{e['accuracy']:.3f} (1000)"
+    assert body["train_custom"][3:] == ["0.710 (1000)", ".77", ".72"]
+    assert body["train_aug_frozen"][4:] == [".94-.96 (validation)", ".95"]
+    assert body["finetune"][4:] == [".97", ".97 (test)"]
+    assert "n = 1000" in text and "`-`: no extended test set in these metrics" not in text
 
     # Idempotent, and --check agrees; a changed metric makes --check fail until refilled.
     assert run(tmp_path).returncode == 0 and (tmp_path / "README.md").read_text() == text
@@ -93,6 +102,23 @@ def test_fills_the_table_between_the_markers(tmp_path):
     assert (tmp_path / "README.md").read_text() == text
     assert run(tmp_path).returncode == 0
     assert "0.500 (" in (tmp_path / "README.md").read_text()
+    # So does a change on the extended test set alone.
+    results["extended"]["finetune"]["accuracy"] = 0.25
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(results))
+    assert run(tmp_path, "--check").returncode == 1
+    assert run(tmp_path).returncode == 0 and run(tmp_path, "--check").returncode == 0
+    assert "| 0.250 (1000) |" in (tmp_path / "README.md").read_text()
+
+
+def test_no_extended_test_set_is_a_dash(tmp_path):
+    """split.extended_per_class: 0 (or nothing left over): evaluate writes no "extended"."""
+    (tmp_path / "README.md").write_text(README)
+    fake_metrics(tmp_path / "evaluate.json", extended=False)
+    assert T.main(["--readme", str(tmp_path / "README.md"), "--metrics", str(tmp_path / "evaluate.json")]) == 0
+    text = (tmp_path / "README.md").read_text()
+    body = {row[1].strip("`"): row for row in table_rows(text)[2:]}
+    assert list(body) == list(MODELS) and all(row[3] == "-" for row in body.values())
+    assert "`-`: no extended test set in these metrics" in text
 
 
 def test_missing_metrics_file_says_so(tmp_path):

@@ -1,10 +1,14 @@
 """Smoke test on real Kaggle photos and the real ImageNet VGG16 weights (from ../shared):
-`dvc repro split` runs download and split for real on 40 images in a temporary project."""
+`dvc repro split` runs download and split for real on 40 images in a temporary project;
+then `python -m stages.predict` on a few of those photos."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -70,3 +74,33 @@ def test_real_weights_converted_and_loadable(project):
         got, want = conv_base.get_layer(layer).get_weights(), reference.get_layer(layer).get_weights()
         assert all(np.array_equal(g, w) for g, w in zip(got, want)), f"{layer}: the ImageNet weights, unchanged"
     assert not (project / "data/weights").is_symlink() and SHARED_WEIGHTS.is_file()
+
+
+@needs_shared
+def test_predict_on_real_photos(project):
+    """`python -m stages.predict` on real JPEGs, end to end (decoding, model loading, output),
+    with a random-init network: only the path is exercised, its answers mean nothing. They
+    must be that network's answers on the images exactly as `split` decoded them."""
+    import keras
+
+    from stages import models as M
+
+    keras.utils.set_random_seed(0)
+    model = M.custom_convnet(150, 0.5)
+    (project / "data/models").mkdir(parents=True, exist_ok=True)
+    model.save(project / "data/models/train_custom.keras")
+    test_images = project / "data/split/images/test"
+    photos = sorted((test_images / "cats").glob("*.jpg"))[:3] + sorted((test_images / "dogs").glob("*.jpg"))[:3]
+    env = {**os.environ, "PYTHONPATH": str(project), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-m", "stages.predict", *map(str, photos), "--model", "train_custom",
+                             "--json"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [a["file"] for a in answers] == [str(p) for p in photos]
+    assert all(a["model"] == "train_custom" and a["error"] is None for a in answers)
+    with np.load(project / "data/split/arrays/test.npz", allow_pickle=False) as test:
+        position = {f: i for i, f in enumerate(test["files"])}
+        images = test["images"][[position[p.name] for p in photos]]
+    expected = model.predict(images.astype(np.float32), verbose=0).reshape(-1)
+    np.testing.assert_allclose([a["p_dog"] for a in answers], expected, atol=2e-6)
+    assert [a["label"] for a in answers] == ["dog" if p >= 0.5 else "cat" for p in expected]

@@ -11,7 +11,7 @@ import pytest
 
 from stages import report as R
 from stages.diagnosis import diagnose, read_history
-from stages.metrics import binary_metrics
+from stages.metrics import binary_metrics, brier_score, expected_calibration_error
 
 
 def test_confident_errors_order_and_limit():
@@ -75,21 +75,35 @@ def test_study_report(tmp_path):
     (plots / "data").mkdir()
     (plots / "data" / "class_counts.png").write_bytes(b"png")
     (plots / "evaluate").mkdir()
-    for f in ("accuracy.png", "roc.png", "confusion.png", *(f"misclassified_{name}.png" for name in curves)):
+    for f in ("accuracy.png", "roc.png", "confusion.png", "reliability.png",
+              *(f"{kind}_{name}.png" for name in curves for kind in ("misclassified", "gradcam"))):
         (plots / "evaluate" / f).write_bytes(b"png")
     R.stage_curves(list(curves), plots, plots / "evaluate")
     rng = np.random.default_rng(1)
     labels = np.repeat([0, 1], 20)
-    results = {s: binary_metrics(labels, np.clip(labels * 0.6 + rng.uniform(0, 0.4, 40), 0, 1)) for s in curves}
+    results = {}
+    for s in curves:
+        probs = np.clip(labels * 0.6 + rng.uniform(0, 0.4, 40), 0, 1)
+        results[s] = {**binary_metrics(labels, probs), "ece": expected_calibration_error(labels, probs),
+                      "brier": brier_score(labels, probs)}
+    extended = {"a": {"accuracy": 0.9, "accuracy_ci_low": 0.88, "accuracy_ci_high": 0.92, "roc_auc": 0.95, "n": 1000},
+                "b": {"accuracy": 0.8, "accuracy_ci_low": 0.77, "accuracy_ci_high": 0.83, "roc_auc": None, "n": 1000}}
 
-    text = R.study_report(results, {"a": "model A", "b": "model B"}, plots, plots / "report.md")
+    text = R.study_report(results, {"a": "model A", "b": "model B"}, plots, plots / "report.md", extended)
     assert (plots / "report.md").read_text() == text
+    assert "## Extended test set (1000 images)" in text
+    assert "| model A | `a` | 0.900 (0.880-0.920) | 0.950 | 1000 |" in text.splitlines()
+    assert "| model B | `b` | 0.800 (0.770-0.830) | - | 1000 |" in text.splitlines()  # AUC of one class: none
+    assert "15 equal-width bins" in text
+    without = R.study_report(results, {}, plots, plots / "report.md")
+    assert "Extended test set" not in without
 
     for stage in curves:
         r = results[stage]
         row = next(line for line in text.splitlines() if line.startswith(f"| model {stage.upper()} | `{stage}` |"))
         assert f"{r['accuracy']:.3f} ({r['accuracy_ci_low']:.3f}-{r['accuracy_ci_high']:.3f})" in row
-        assert f"| {r['roc_auc']:.3f} |" in row and row.endswith(f"| {r['n']} |")
+        assert f"| {r['roc_auc']:.3f} |" in row
+        assert row.endswith(f"| {r['ece']:.3f} | {r['brier']:.3f} | {r['n']} |")
         d = diagnose(read_history(plots / stage))
         assert f"- `{stage}`: {d.line}" in text.splitlines()
     assert "- `a`: overfitting from epoch 4:" in text
@@ -97,6 +111,7 @@ def test_study_report(tmp_path):
 
     links = re.findall(r"\]\(([^)]+)\)", text)
     assert "evaluate/misclassified_a.png" in links and "evaluate/curves/a.png" in links and "data/class_counts.png" in links
+    assert "evaluate/gradcam_b.png" in links and "evaluate/reliability.png" in links
     for target in links:
         assert (plots / target).is_file(), f"broken link {target}"
 
@@ -107,3 +122,14 @@ def test_study_report_names_a_missing_history(tmp_path):
     results = {"a": binary_metrics(np.array([0, 1]), np.array([0.2, 0.7]))}
     with pytest.raises(UserError, match="loss.tsv not found"):
         R.study_report(results, {}, tmp_path, tmp_path / "report.md")
+
+
+def test_gradcam_choice_errors_then_the_most_confident_right_cats_and_dogs():
+    from stages.evaluate import gradcam_choice
+
+    labels = np.array([0, 0, 0, 1, 1, 1, 0])
+    probs = np.array([0.1, 0.02, 0.8, 0.9, 0.3, 0.99, 0.4])  # wrong: 2 (.3), 4 (.2); right cats 1, 0, 6
+    errors, cats, dogs = gradcam_choice(labels, probs, k=2)
+    assert errors.tolist() == [2, 4] and cats.tolist() == [1, 0] and dogs.tolist() == [5, 3]
+    errors, cats, dogs = gradcam_choice(labels, labels * 1.0, k=8)
+    assert errors.tolist() == [] and cats.tolist() == [0, 1, 2, 6] and dogs.tolist() == [3, 4, 5]

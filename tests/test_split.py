@@ -1,4 +1,5 @@
-"""The split rule: Chollet's id order, no content in two splits, seeded shuffle."""
+"""The split rule: Chollet's id order, no content in two splits, seeded shuffle; the
+extended test set is what is left, capped."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import pandas as pd
 import pytest
 
 from stages.params import UserError
-from stages.split import assign, deduplicate
+from stages.split import assign, deduplicate, extended
 
-CFG = {"train_per_class": 3, "val_per_class": 2, "test_per_class": 1, "order": "id", "seed": 1, "image_size": 48}
+CFG = {"train_per_class": 3, "val_per_class": 2, "test_per_class": 1, "order": "id", "seed": 1, "image_size": 48,
+       "extended_per_class": 100}
 
 
 def manifest(n=8, same=()):
@@ -60,3 +62,30 @@ def test_too_few_images_names_the_class_and_the_rejected_list():
     short_of_dogs = manifest(6).query("not (label == 'dog' and id == 0)")
     with pytest.raises(UserError, match=r"split needs 6 dogs .* 5 valid found; 3 files rejected, see data/raw/rejected.csv"):
         assign(short_of_dogs, CFG, rejected=3)
+
+
+def test_extended_is_every_image_left_over_after_the_duplicate_rule():
+    kept, _ = deduplicate(manifest(n=10, same=[(("dog", 1), ("dog", 7))]))
+    extra = extended(kept, CFG)
+    index = assign(kept, CFG, rejected=0)
+    assert extra[extra.label == "cat"].id.tolist() == [6, 7, 8, 9]
+    assert extra[extra.label == "dog"].id.tolist() == [6, 8, 9]  # 7 is dog 1's duplicate: never used
+    assert not set(extra.file) & set(index.file)
+    assert set(extra.file) | set(index.file) == set(kept.file)
+
+
+def test_extended_is_capped_per_class_and_off_at_zero():
+    kept, _ = deduplicate(manifest(n=10))
+    capped = extended(kept, {**CFG, "extended_per_class": 2})
+    assert capped.groupby("label").id.apply(list).to_dict() == {"cat": [6, 7], "dog": [6, 7]}
+    assert extended(kept, {**CFG, "extended_per_class": 0}).empty
+    assert extended(deduplicate(manifest(n=6))[0], CFG).empty  # nothing left over
+
+
+def test_extended_follows_the_shuffle_and_stays_disjoint():
+    cfg = {**CFG, "order": "shuffle", "extended_per_class": 3}
+    kept, _ = deduplicate(manifest(n=12))
+    index, extra = assign(kept, cfg, 0), extended(kept, cfg)
+    assert len(extra) == 6 and not set(extra.file) & set(index.file)
+    pd.testing.assert_frame_equal(extra, extended(kept, cfg))
+    assert extra[extra.label == "cat"].id.tolist() != [6, 7, 8]
