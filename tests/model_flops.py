@@ -56,7 +56,8 @@ def layer_costs(model: keras.Model, input_shape: tuple | None = None) -> list[La
             costs += inner
             shape = inner[-1].output_shape if inner else shape
             continue
-        out = tuple(layer.compute_output_shape((None, *shape))[1:])
+        # Symbolic call: works for layers without compute_output_shape (VGG16Preprocessing).
+        out = tuple(layer.compute_output_spec(keras.KerasTensor((None, *shape))).shape[1:])
         costs.append(LayerCost(layer.name, out, layer_forward_flops(layer, shape, out), bool(layer.trainable_weights)))
         shape = out
     return costs

@@ -144,3 +144,30 @@ def test_stage_phases_count_bank_and_epochs():
     # Without a bank (augment_bank: 0 writes no bank_seconds) the whole model trains each epoch.
     (online,) = stage_phases("finetune", {k: v for k, v in metrics.items() if k != "bank_seconds"}, models, params, counts)
     assert online["flops"] == 3 * (20 * 130 + 6 * 110)
+
+
+def test_study_benchmark_reads_the_committed_study(tmp_path):
+    """tests/study_benchmark.py on this repository's metrics/ and dvc.lock, with a very short
+    matmul probe: every timed stage gets FLOPs, a compute bound and wall / bound."""
+    out = tmp_path / "study.json"
+    script = ROOT / "tests" / "study_benchmark.py"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, str(script), "--precision", "float32", "--probe-seconds", "0.05",
+                           "--probe-rounds", "1", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=170)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+
+    study = report["study"]
+    assert study["precision"] == "float32" and study["image_size"] == 150
+    assert study["matmul_probe"]["gflops_peak"]["float32"] > 0 and study["matmul_probe"]["gflops_peak"]["bfloat16"] > 0
+    assert study["peak_gflops_used"] == study["matmul_probe"]["gflops_peak"]["float32"]
+    assert set(study["stages"]) == {"extract_features", "train_custom", "train_custom_aug", "train_feature_clf",
+                                    "train_aug_frozen", "finetune", "evaluate"}
+    for name, row in study["stages"].items():
+        assert row["flops"] > 0 and row["compute_bound_seconds"] > 0, name
+        if name != "evaluate":  # evaluate's metrics hold scores, no timings
+            assert row["wall_seconds"] > 0 and row["wall_over_compute_bound"] > 0, name
+    assert [p["phase"] for p in study["stages"]["finetune"]["phases"]] == ["bank", "epochs"]
+    # The conv base forward at 150 px, per image: 13.23 GFLOPs (30.7 at 224 px, scaled by its layer shapes).
+    assert study["flops_per_example"]["extract_features"]["model"]["forward"] == pytest.approx(13.23e9, rel=0.001)
+    assert "x bound" in done.stdout
