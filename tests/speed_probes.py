@@ -72,6 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=400, help="real images decoded, half cats half dogs (default 400)")
     p.add_argument("--vgg-images", type=int, default=200, help="images per VGG16 timing (default 200, a multiple of every batch)")
     p.add_argument("--runtime-vgg-images", type=int, default=100, help="images per VGG16 timing in the runtime family (default 100)")
+    p.add_argument("--runtime-timeout", type=int, default=150, help="seconds before a runtime-family process is abandoned (default 150)")
     p.add_argument("--precision", default="auto", help="auto (as train.precision), float32 or mixed_bfloat16")
     p.add_argument("--images-dir", type=Path, default=B.IMAGES_DIR)
     p.add_argument("--weights", type=Path, default=WEIGHTS, help=f"VGG16 notop Keras weights (default {WEIGHTS})")
@@ -268,7 +269,7 @@ def launch(spec: dict, extra_env: dict | None = None, timeout: int = 900) -> dic
     try:
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
+        return {"error": f"timed out after {timeout} s", "timed_out_seconds": timeout}
     for line in reversed(done.stdout.splitlines()):
         if line.startswith(B.RESULT_TAG):
             return {**json.loads(line[len(B.RESULT_TAG):]), "process_wall_seconds": round(time.perf_counter() - t, 1)}
@@ -284,13 +285,16 @@ def ratios_to(configs: dict, baseline: str, key: str | None = None) -> dict:
     return {name: round(rate(row) / base, 3) for name, row in configs.items()}
 
 
-def family_runtime(spec: dict, rounds: int) -> dict:
+def family_runtime(spec: dict, rounds: int, timeout: int) -> dict:
     """Each configuration in its own process, round-robin `rounds` times; per config the
-    median over all its timings (2 per process)."""
+    median over all its timings (2 per process). A configuration whose process outlasts
+    `timeout` seconds is abandoned and not repeated: its process time is then a bound."""
     raw = {name: [] for name in RUNTIME_CONFIGS}
     for r in range(rounds):
         for name, (threads, env) in RUNTIME_CONFIGS.items():
-            result = launch({**spec, "family": "runtime", "threads": threads}, env)
+            if any("timed_out_seconds" in x for x in raw[name]):
+                continue
+            result = launch({**spec, "family": "runtime", "threads": threads}, env, timeout)
             raw[name].append(result)
             print(f"  runtime round {r + 1} {name:26s} " + (
                 f"vgg16 {result['vgg16_forward']['images_per_second']:.1f}/s, convnet {result['convnet_train']['images_per_second']:.1f}/s"
@@ -299,7 +303,7 @@ def family_runtime(spec: dict, rounds: int) -> dict:
     for name, results in raw.items():
         ok = [r for r in results if "error" not in r]
         if not ok:
-            configs[name] = {"error": results[-1]["error"], "output_tail": results[-1].get("output_tail")}
+            configs[name] = {k: v for k, v in results[-1].items() if k in ("error", "output_tail", "timed_out_seconds")}
             continue
         threads, env = RUNTIME_CONFIGS[name]
         row = {"threads_asked": threads, "env": env, "threads_intra_inter": ok[0]["threads_intra_inter"], "policy": ok[0]["policy"]}
@@ -310,8 +314,13 @@ def family_runtime(spec: dict, rounds: int) -> dict:
                              "images_per_second_each": rates, "load_1min_each": loads}
         configs[name] = row
     good = {k: v for k, v in configs.items() if "error" not in v}
+    walls = [r["process_wall_seconds"] for r in raw["default"] if "process_wall_seconds" in r]
     return {
         "configs": configs,
+        "default_process_wall_seconds": walls,
+        "timed_out": {k: {"after_seconds": v["timed_out_seconds"],
+                          "default_process_over_timeout_at_most": round(max(walls) / v["timed_out_seconds"], 3) if walls else None}
+                      for k, v in configs.items() if "timed_out_seconds" in v},
         "ratio_to_default": {w: ratios_to(good, "default", w) for w in ("vgg16_forward", "convnet_train")} if "default" in good else None,
     }
 
@@ -343,7 +352,7 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             print(f"{family} ...", flush=True)
             if family == "runtime":
-                result = family_runtime(spec, args.rounds)
+                result = family_runtime(spec, args.rounds, args.runtime_timeout)
             else:
                 result = launch({**spec, "family": family})
                 if "error" not in result:
