@@ -22,7 +22,7 @@ The machine is shared, so every figure is a ratio to a baseline timed in the sam
 configurations are interleaved (round-robin, `--rounds` times), each timing is repeated,
 the median is kept, and the load average is recorded beside every timing.
 
-    python tests/speed_probes.py --rounds 2 --out tests/benchmarks/speed-probes.json   # ~15 min on 2 cores
+    python tests/speed_probes.py --rounds 2 --out tests/benchmarks/speed-probes.json   # ~20 min on 2 busy cores
     python tests/speed_probes.py --families jit,val_batch --rounds 2 --out /tmp/p.json
 """
 
