@@ -26,6 +26,9 @@ from stages.runtime import machine, strategy_scope
 from stages.study import HISTORY_KEYS, checkpoints_dir, history_dir, metrics_file, model_file
 
 
+VALIDATION_BATCH = 200
+
+
 def compile_binary(model: keras.Model, learning_rate: float, decay_steps: int = 0) -> None:
     """RMSprop on binary cross-entropy. decay_steps > 0: the rate follows a cosine from
     `learning_rate` down to 0 over that many steps (the schedule is saved with the
@@ -294,7 +297,9 @@ def train(
         return D.training_batches(n, train_labels, batch, seed, cfg["epochs"], make_batch, start_epoch)
 
     key = fingerprint(params, list(data_files))
-    val_ds = D.eval_batches(val_inputs, val_labels, batch)
+    # Validation is inference: a bigger batch than training's is a little faster on 2 cores
+    # (tests/benchmarks: 1.09x at 200 against 20) and gives the same mean loss and accuracy.
+    val_ds = D.eval_batches(val_inputs, val_labels, max(batch, VALIDATION_BATCH))
     trained, history = fit(stage, trainable, make_train_ds, val_ds, cfg["epochs"], cfg["early_stopping"], key,
                            cfg["restore_best"])
     if trainable is model:
