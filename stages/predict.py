@@ -134,7 +134,7 @@ def chunks(files: list[Path], size: int) -> Iterator[list[tuple[Path, np.ndarray
 # ---------------------------------------------------------------- the run
 
 
-def load_model(name: str, image_size: int):
+def load_predictor(name: str, image_size: int):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter short
     from stages import models as M  # registers VGG16Preprocessing before loading
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
               "name a file to try it anyway", file=sys.stderr)
     if not files:
         raise P.UserError(f"no image files in {', '.join(map(str, args.paths))}")
-    model = load_model(name, image_size)
+    model = load_predictor(name, image_size)
     print(f"model: {name} ({why})", file=sys.stderr)
 
     failed = 0
