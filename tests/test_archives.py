@@ -261,5 +261,24 @@ def test_load_arrays_refuses_pickled_objects(tmp_path):
 
     path = tmp_path / "evil.npz"
     np.savez(path, images=np.array([object()], dtype=object))
-    with pytest.raises(ValueError, match="allow_pickle=False"):
+    with pytest.raises(UserError, match=r"evil.npz is damaged or not an array file this project wrote "
+                                        r"\(ValueError: Object arrays cannot be loaded when allow_pickle=False\)"):
+        load_arrays(path)  # the pickle is never loaded: one line naming the file, no traceback
+
+
+def test_load_arrays_names_a_truncated_or_bit_flipped_file(tmp_path):
+    from stages.datasets import load_arrays
+    from stages.outputs import save_npz
+
+    path = tmp_path / "train.npz"
+    save_npz(path, images=np.zeros((4, 8, 8, 3), np.uint8), labels=np.zeros(4, np.uint8))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=r"train.npz is damaged .*run `dvc repro`"):
+        load_arrays(path)
+    flipped = bytearray(data)
+    flipped[len(data) // 3: len(data) // 3 + 64] = bytes(64)
+    flipped[-30:] = bytes(30)  # the central directory too
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(UserError, match=r"train.npz is damaged"):
         load_arrays(path)
