@@ -74,7 +74,7 @@ def twice(raw, tmp_path_factory):
 def test_split_is_byte_identical(twice):
     a, b = twice
     names = sorted(p.name for p in (a / "data/split/arrays").iterdir())
-    assert names == ["test.npz", "train.npz", "validation.npz"]
+    assert names == ["extended.npz", "test.npz", "train.npz", "validation.npz"]
     for name in [*(f"arrays/{n}" for n in names), "index.csv", "duplicates.csv"]:
         assert (a / "data/split" / name).read_bytes() == (b / "data/split" / name).read_bytes(), name
     with np.load(a / "data/split/arrays/train.npz", allow_pickle=False) as arrays:
