@@ -116,7 +116,7 @@ def load_arrays(spec: dict):
 def set_policy(precision: str) -> str:
     import keras
 
-    from stages.training import resolve_precision
+    from stages.runtime import resolve_precision
 
     policy = resolve_precision(precision)
     keras.mixed_precision.set_global_policy(policy)

@@ -2,26 +2,40 @@
 """Study benchmark: a finished study's stage timings against this machine's compute bound
 (not collected by pytest).
 
-Reads the per-stage metrics a `dvc repro` wrote (`metrics/*.json`: wall_seconds,
-seconds_per_epoch, epochs_run, train_images_per_second, bank_seconds; extract_features'
-images and images_per_second) and the params each stage ran with (dvc.lock, else
-params.yaml). For every stage it counts the FLOPs of the work it did, from the models built
-with stages/models.py at the study's image size (tests/model_flops.py: conv and dense
-multiply-adds; forward and backward passes of every training image each epoch, frozen
-layers forward only, the validation images forward each epoch; the augmentation bank K
-copies of every training image forward through the frozen prefix, plus the validation
-images once; extract_features and evaluate forward over their images). It divides them
-by this machine's peak, measured in the same run by a float32 and a bfloat16 matrix-multiply
-probe (tf.linalg.matmul of 2048x2048 operands, repeated), into a compute bound in seconds,
-and reports wall / bound per stage and per phase (bank, training epochs).
+Reads the per-stage metrics a `dvc repro` wrote (`metrics/*.json`) and the params each
+stage ran with (dvc.lock, else params.yaml). For every stage it counts the FLOPs of the
+work it did, phase by phase, from the models built with stages/models.py at the study's
+image size (tests/model_flops.py: conv and dense multiply-adds; a training step is the
+forward and backward pass, frozen layers forward only):
 
-The peak belongs to the machine the benchmark runs on: run it where the study ran, with
-the precision the study used (`--precision`, default what `train.precision` resolves to
-here). With `--repro DIR` it also times a no-op `dvc repro` in DIR (a finished study).
+- extract_features: `features`, VGG16 blocks 1-4 then block 5 over every split
+  (images / images_per_second); `bank`, K augmented copies of the training images through
+  blocks 1-4 (bank_images, bank_seconds; the validation images' block4 activations come
+  from the features pass).
+- train_aug_frozen and finetune with `vgg16.augment_bank: K` > 0: `frozen`, the frozen
+  layers above block4_pool once over the bank's K x train + validation activations
+  (frozen_seconds; train_aug_frozen's block 5, none in finetune); `epochs`, train steps of
+  the rest (the head; block 5 + head) over the training activations and its forward over
+  the validation activations, every epoch. With K = 0: the whole model on augmented images
+  every epoch (the online path).
+- train_custom, train_custom_aug, train_feature_clf: `epochs`, as above on their inputs.
+- evaluate: every model forward over the test split (its metrics hold no timings).
+
+It divides the FLOPs by this machine's peak, measured in the same run by a float32 and a
+bfloat16 matrix-multiply probe (tf.linalg.matmul of 2048x2048 operands, repeated), into a
+compute bound in seconds, and reports wall / bound per stage and per phase. Each stage is
+bounded at the precision its metrics record (`precision`); a stage that records none
+(evaluate) takes `--precision`, else what the other stages recorded, else what
+`train.precision` resolves to here. Metrics written before extract_features built the
+shared augmentation bank (extract_features.json without bank_images; train_aug_frozen or
+finetune with bank_seconds: each stage built its own bank) are skipped, with the reason.
+
+The peak belongs to the machine the benchmark runs on: run it where the study ran. With
+`--repro DIR` it also times a no-op `dvc repro` in DIR (a finished study).
 
     python tests/study_benchmark.py --out tests/benchmarks/study-<machine>-<date>.json
     python tests/study_benchmark.py --metrics ../study/metrics --lock ../study/dvc.lock --repro ../study --out s.json
-    python tests/study_benchmark.py --precision float32 --probe-seconds 2 --out s.json
+    python tests/study_benchmark.py --probe-seconds 2 --out s.json
 """
 
 from __future__ import annotations
@@ -53,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--metrics", type=Path, default=ROOT / METRICS_DIR, help="the study's metrics folder (default: this project's)")
     p.add_argument("--lock", type=Path, default=ROOT / "dvc.lock", help="its dvc.lock: the params each stage ran with")
     p.add_argument("--params", type=Path, default=ROOT / "params.yaml", help="params.yaml, for stages dvc.lock does not list")
-    p.add_argument("--precision", default=None, help="the study's precision: float32 | mixed_bfloat16 (default: train.precision resolved on this machine)")
+    p.add_argument("--precision", default=None, help="float32 | mixed_bfloat16: for stages whose metrics record no precision (evaluate); default: what the other stages recorded, else train.precision resolved on this machine")
     p.add_argument("--probe-seconds", type=float, default=3.0, help="seconds of matmul per dtype and round (default 3)")
     p.add_argument("--probe-rounds", type=int, default=3, help="interleaved rounds of the matmul probe (default 3)")
     p.add_argument("--metrics-machine", default="this machine", help="where the metrics were measured, recorded as given (default: this machine)")
@@ -105,6 +119,9 @@ def split_counts(metrics_dir: Path) -> dict[str, int]:
 
 # ---------------------------------------------------------------- models and their FLOPs
 
+BANK_STAGES = ("train_aug_frozen", "finetune")  # the stages that train on extract_features' bank
+
+
 def vgg16_base(image_size: int):
     import keras
 
@@ -113,33 +130,46 @@ def vgg16_base(image_size: int):
 
 
 def study_models(params: dict, image_size: int) -> dict[str, dict]:
-    """Per stage, the models it runs and their per-example FLOPs: `model` (the whole trained
-    model) and, where the stage builds an augmentation bank, `prefix` (the frozen layers the
-    bank goes through) and `suffix` (what the epochs then train)."""
+    """Per stage, the per-example FLOPs of what it runs. Training stages: `model` (the whole
+    trained model); train_aug_frozen and finetune also `frozen` (the frozen layers above the
+    bank's block4_pool, or None) and `trained` (the rest, which the epochs train on the bank).
+    extract_features: `blocks_1_4` (pixels to block4_pool) and `block_5` (to block5_pool)."""
     from model_flops import pass_flops
     from stages import models as M
 
-    def vgg16_classifier(stage: str, unfrozen: list[str] | None):
-        head = section(params, "train_aug_frozen", "train_aug_frozen")  # finetune starts from that model
+    head = section(params, "train_aug_frozen", "train_aug_frozen")  # finetune starts from that model
+
+    def vgg16_classifier(unfrozen: list[str] | None) -> dict:
         # The preprocessing mode does not change the FLOPs counted (no multiply-adds).
         model = M.vgg16_with_head(vgg16_base(image_size), "imagenet", head["dense_units"], head["dropout"])
         if unfrozen:
             M.unfreeze(model, unfrozen)
-        prefix, suffix = M.split_frozen_prefix(model)
-        return {"model": pass_flops(model), "prefix": pass_flops(prefix), "suffix": pass_flops(suffix)}
+        # Cut as stages/training.py cuts it for the bank.
+        frozen, trained = M.split_frozen_prefix(M.split_at(model, M.BANK_LAYER)[1])
+        return {"model": pass_flops(model), "frozen": pass_flops(frozen) if frozen else None,
+                "trained": pass_flops(trained)}
 
     custom = {s: {"model": pass_flops(M.custom_convnet(image_size, section(params, s, s)["dropout"]))}
               for s in ("train_custom", "train_custom_aug")}
-    extractor = M.vgg16_extractor(vgg16_base(image_size), "imagenet")
-    feature_shape = extractor.output.shape[1:]
+    to_block4, block5 = M.vgg16_bank_split(vgg16_base(image_size), "imagenet")
     clf = section(params, "train_feature_clf", "train_feature_clf")
     return {
         **custom,
-        "extract_features": {"model": pass_flops(extractor)},
-        "train_feature_clf": {"model": pass_flops(M.feature_classifier(feature_shape, clf["dense_units"], clf["dropout"]))},
-        "train_aug_frozen": vgg16_classifier("train_aug_frozen", None),
-        "finetune": vgg16_classifier("finetune", section(params, "finetune", "finetune")["unfreeze"]),
+        "extract_features": {"blocks_1_4": pass_flops(to_block4), "block_5": pass_flops(block5)},
+        "train_feature_clf": {"model": pass_flops(M.feature_classifier(block5.output.shape[1:], clf["dense_units"],
+                                                                       clf["dropout"]))},
+        "train_aug_frozen": vgg16_classifier(None),
+        "finetune": vgg16_classifier(section(params, "finetune", "finetune")["unfreeze"]),
     }
+
+
+def old_format(stage: str, metrics: dict) -> str | None:
+    """Why a metrics file predates the bank built once by extract_features, or None."""
+    if stage == "extract_features" and "bank_images" not in metrics:
+        return "old format (no bank_images): written before extract_features built the augmentation bank"
+    if stage in BANK_STAGES and "bank_seconds" in metrics:
+        return "old format (bank_seconds): the stage built its own augmentation bank"
+    return None
 
 
 def phase(name: str, flops: float, seconds: float | None, images: int, what: str) -> dict:
@@ -147,29 +177,38 @@ def phase(name: str, flops: float, seconds: float | None, images: int, what: str
 
 
 def stage_phases(stage: str, metrics: dict, models: dict, params: dict, counts: dict) -> list[dict]:
-    """The work of one stage, as phases with their FLOPs and measured seconds."""
+    """The work of one stage (new-format metrics), as phases with their FLOPs and measured seconds."""
     n_train, n_val, n_test = counts["train"], counts["validation"], counts["test"]
     if stage == "extract_features":
-        n = metrics["images"]
-        seconds = n / metrics["images_per_second"]  # the forward passes alone, as the stage timed them
-        return [phase("forward", n * models[stage]["model"]["forward"], seconds, n, "conv base forward over every split")]
+        blocks_1_4, block_5 = (models[stage][k]["forward"] for k in ("blocks_1_4", "block_5"))
+        n, bank = metrics["images"], metrics["bank_images"]
+        out = [phase("features", n * (blocks_1_4 + block_5), n / metrics["images_per_second"], n,
+                     "VGG16 blocks 1-4 then block 5 over every split")]
+        if bank:
+            out.append(phase("bank", bank * blocks_1_4, metrics["bank_seconds"], bank,
+                             f"augmentation bank: {bank // n_train} augmented copies of the {n_train} training images "
+                             "through blocks 1-4 (timed with its float16 cast and bank.npz write)"))
+        return out
     if stage == "evaluate":
         total = sum(models[name]["model"]["forward"] for name in MODEL_NAMES)
         return [phase("forward", n_test * total, None, n_test * len(MODEL_NAMES), "every model forward over the test split")]
-    cfg = section(params, stage, stage)
     epochs, train_seconds = metrics["epochs_run"], metrics["epochs_run"] * metrics["seconds_per_epoch"]
-    bank = cfg.get("augment_bank", 0) if "bank_seconds" in metrics else 0
-    out = []
-    if bank:
-        f = models[stage]["prefix"]["forward"]
-        out.append(phase("bank", (bank * n_train + n_val) * f, metrics["bank_seconds"], bank * n_train + n_val,
-                         f"augmentation bank: {bank} copies of the training images and the validation images, forward through the frozen prefix"))
-        trained = models[stage]["suffix"]
+    # An old dvc.lock's vgg16 section has no augment_bank: its stage (without bank_seconds) ran online.
+    copies = section(params, stage, "vgg16").get("augment_bank", 0) if stage in BANK_STAGES else 0
+    out, inputs = [], "images"
+    if copies:
+        frozen, trained, inputs = models[stage]["frozen"], models[stage]["trained"], "bank activations"
+        if frozen:
+            n = copies * n_train + n_val
+            out.append(phase("frozen", n * frozen["forward"], metrics.get("frozen_seconds"), n,
+                             f"frozen layers above the bank's layer, once over it: {copies} x {n_train} training "
+                             f"and {n_val} validation activations"))
     else:
         trained = models[stage]["model"]
     out.append(phase("epochs", epochs * (n_train * trained["train_step"] + n_val * trained["forward"]), train_seconds,
                      epochs * (n_train + n_val),
-                     f"{epochs} epochs: forward and backward over {n_train} training images, forward over {n_val} validation images"))
+                     f"{epochs} epochs: forward and backward over {n_train} training {inputs}, "
+                     f"forward over {n_val} validation {inputs}"))
     return out
 
 
@@ -221,7 +260,8 @@ def matmul_probe(seconds: float, rounds: int) -> dict:
 
 # ---------------------------------------------------------------- report
 
-def stage_report(stage: str, metrics: dict, models: dict, params: dict, counts: dict, gflops: float) -> dict:
+def stage_report(stage: str, metrics: dict, models: dict, params: dict, counts: dict, precision: str,
+                 gflops: float) -> dict:
     phases = stage_phases(stage, metrics, models, params, counts)
     for p in phases:
         p["compute_bound_seconds"] = round(p["flops"] / (gflops * 1e9), 1)
@@ -233,6 +273,8 @@ def stage_report(stage: str, metrics: dict, models: dict, params: dict, counts: 
     bound = flops / (gflops * 1e9)
     wall = metrics.get("wall_seconds")
     row = {
+        "precision": precision,
+        "peak_gflops_used": gflops,
         "wall_seconds": wall,
         "images_per_second": metrics.get("train_images_per_second", metrics.get("images_per_second")),
         "flops": float(f"{flops:.4g}"),
@@ -240,7 +282,7 @@ def stage_report(stage: str, metrics: dict, models: dict, params: dict, counts: 
         "wall_over_compute_bound": round(wall / bound, 2) if wall else None,
         "phases": phases,
     }
-    for key in ("epochs_run", "seconds_per_epoch", "bank_seconds", "images"):
+    for key in ("epochs_run", "seconds_per_epoch", "frozen_seconds", "images", "bank_images", "bank_seconds", "cpu"):
         if key in metrics:
             row[key] = metrics[key]
     timed = sum(p["seconds"] or 0 for p in phases)
@@ -253,35 +295,59 @@ def stage_report(stage: str, metrics: dict, models: dict, params: dict, counts: 
     return row
 
 
+def recorded_precision(metrics: dict) -> str | None:
+    # evaluate.json's per-model "precision" is a score, one level down: never read here.
+    value = metrics.get("precision")
+    return value if isinstance(value, str) else None
+
+
 def study_report(args) -> dict:
-    from stages.training import resolve_precision
+    from stages.runtime import resolve_precision
 
     params = study_params(args.lock, args.params)
-    precision = args.precision or resolve_precision(section(params, "train_custom", "train")["precision"])
     image_size = section(params, "split", "split")["image_size"]
     counts = split_counts(args.metrics)
-    probe = matmul_probe(args.probe_seconds, args.probe_rounds)
-    gflops = probe["gflops_peak"].get(PRECISION_DTYPES[precision])
-    if gflops is None:
-        raise SystemExit(f"error: no matmul probe for precision {precision}")
-    models = study_models(params, image_size)
-    stages, missing = {}, []
+    found, missing, skipped = {}, [], {}
     for stage in ("extract_features", *MODEL_NAMES, "evaluate"):
         metrics = read_json(args.metrics / metrics_file(stage).name)
         if metrics is None:
             missing.append(stage)
+        elif old_format(stage, metrics):
+            skipped[stage] = f"{old_format(stage, metrics)}; rerun the study to benchmark it"
+        else:
+            found[stage] = metrics
+    # A stage's own record first; for a stage without one, what the user says, then what
+    # the others recorded, then a guess.
+    recorded = [p for p in map(recorded_precision, found.values()) if p]
+    if args.precision:
+        default, source = args.precision, "--precision"
+    elif recorded:
+        default, source = recorded[0], "recorded by the other stages"
+    else:
+        default = resolve_precision(section(params, "train_custom", "train")["precision"])
+        source = "train.precision resolved on this machine"
+    probe = matmul_probe(args.probe_seconds, args.probe_rounds)
+    peaks = {p: probe["gflops_peak"][dtype] for p, dtype in PRECISION_DTYPES.items() if dtype in probe["gflops_peak"]}
+    models = study_models(params, image_size)
+    stages = {}
+    for stage, metrics in found.items():
+        precision = recorded_precision(metrics) or default
+        if precision not in peaks:
+            skipped[stage] = f"precision {precision}: the matmul probe measures {', '.join(peaks)} only"
             continue
-        stages[stage] = stage_report(stage, metrics, models, params, counts, gflops)
+        stages[stage] = stage_report(stage, metrics, models, params, counts, precision, peaks[precision])
     timed = [s for s in stages.values() if s["measured_seconds"]]
     return {
-        "precision": precision,
         "image_size": image_size,
         "images": counts,
-        "peak_gflops_used": gflops,
+        "precision_default": {"precision": default, "source": source,
+                              "note": "for stages whose metrics record no precision; the others use their own"},
+        "peak_gflops": peaks,
         "matmul_probe": probe,
         "flops_per_example": models,
         "stages": stages,
         "stages_without_metrics": missing,
+        "stages_skipped": skipped,
         "total": {
             "measured_seconds": round(sum(s["measured_seconds"] for s in timed), 1),
             "compute_bound_seconds": round(sum(s["compute_bound_seconds"] for s in timed), 1),
@@ -297,18 +363,21 @@ def summary(report: dict) -> str:
     lines = [
         f"machine: {m['cpu_model']}, {m['cpus_usable']} CPUs, flags {', '.join(f for f, on in m['cpu_flags'].items() if on)}, TF {m['tensorflow_version']}",
         f"matmul peak GFLOP/s: float32 {probe['gflops_peak']['float32']}, bfloat16 {probe['gflops_peak']['bfloat16']} "
-        f"(x{probe['bfloat16_over_float32']}); study precision {s['precision']} -> {s['peak_gflops_used']} GFLOP/s",
-        f"{'stage':20s} {'wall s':>8s} {'img/s':>8s} {'GFLOP':>10s} {'bound s':>8s} {'x bound':>8s}",
+        f"(x{probe['bfloat16_over_float32']}); stages without a recorded precision: {s['precision_default']['precision']} "
+        f"({s['precision_default']['source']})",
+        f"{'stage':20s} {'precision':>15s} {'wall s':>8s} {'img/s':>8s} {'GFLOP':>10s} {'bound s':>8s} {'x bound':>8s}",
     ]
     for name, row in s["stages"].items():
-        lines.append(f"{name:20s} {fmt(row['wall_seconds'], 8, 1)} {fmt(row['images_per_second'], 8, 1)} "
+        lines.append(f"{name:20s} {row['precision']:>15s} {fmt(row['wall_seconds'], 8, 1)} {fmt(row['images_per_second'], 8, 1)} "
                      f"{row['flops'] / 1e9:10.0f} {row['compute_bound_seconds']:8.1f} {fmt(row['wall_over_compute_bound'], 8, 2)}")
         if len(row["phases"]) > 1:
             for p in row["phases"]:
-                lines.append(f"  {p['phase']:18s} {fmt(p['seconds'], 8, 1)} {'':8s} {p['flops'] / 1e9:10.0f} "
+                lines.append(f"  {p['phase']:34s} {fmt(p['seconds'], 8, 1)} {'':8s} {p['flops'] / 1e9:10.0f} "
                              f"{p['compute_bound_seconds']:8.1f} {fmt(p['over_compute_bound'], 8, 2)}")
+    for name, reason in s["stages_skipped"].items():
+        lines.append(f"{name:20s} skipped: {reason}")
     t = s["total"]
-    lines.append(f"{'total (measured)':20s} {t['measured_seconds']:8.1f} {'':8s} {'':10s} {t['compute_bound_seconds']:8.1f}")
+    lines.append(f"{'total (measured)':36s} {t['measured_seconds']:8.1f} {'':8s} {'':10s} {t['compute_bound_seconds']:8.1f}")
     if "dvc" in report:
         noop = report["dvc"].get("noop_repro")
         lines.append(f"no-op dvc repro: {noop['wall_seconds']} s, exit {noop['exit_code']}" if noop else f"dvc: {report['dvc']}")
@@ -323,7 +392,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     report = {"machine": B.machine_info(), "sources": {"metrics": str(args.metrics.resolve()), "lock": str(args.lock.resolve()),
-                                                      "metrics_machine": args.metrics_machine}}
+                                                      "params": str(args.params.resolve()), "metrics_machine": args.metrics_machine}}
     report["study"] = study_report(args)
     if args.repro:
         report["dvc"] = B.repro_timings(args.repro, force=False, noop_only=True)
