@@ -82,28 +82,30 @@ def test_strategy_errors_name_the_problem(monkeypatch):
 
 # ---------------------------------------------------------------- tiny stage runs
 
-def tiny_project(path: Path, train_cfg: dict, weights: Path | None = None) -> Path:
-    """The stages with learnable synthetic features, arrays and (optionally) VGG16 weights."""
+def tiny_project(path: Path, train_cfg: dict, weights: Path) -> Path:
+    """The stages with synthetic arrays, VGG16 weights, and the features and augmentation
+    bank that `extract_features` makes of them (run on one device, as it always is)."""
     shutil.copytree(ROOT / "stages", path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"].update(precision="float32", **train_cfg)
+    params["train"].update(precision="float32", distribute="none", devices=[])
     for stage in ("train_feature_clf", "train_aug_frozen"):
         # dropout 0: dropout masks are drawn per replica, so they would differ from one device
         params[stage].update(epochs=2, batch_size=8, dropout=0.0, dense_units=8, learning_rate=1e-3)
     params["vgg16"]["augment_bank"] = 2
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     rng = np.random.default_rng(0)
-    for split, n in (("train", 16), ("validation", 8)):
+    for split, n in (("train", 16), ("validation", 8), ("test", 8)):
         labels = np.arange(n) % 2
-        features = rng.normal(size=(n, 1, 1, 16)).astype(np.float32) + labels[:, None, None, None]
-        images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        # brighter dogs: something the random-init VGG16 features carry
+        images = (rng.integers(0, 128, (n, 32, 32, 3)) + 100 * labels[:, None, None, None]).astype(np.uint8)
         files = np.array([f"{i}.jpg" for i in range(n)])
-        for folder, arrays in (("data/features", {"features": features}), ("data/split/arrays", {"images": images})):
-            (path / folder).mkdir(parents=True, exist_ok=True)
-            np.savez(path / folder / f"{split}.npz", labels=labels.astype(np.uint8), files=files, **arrays)
-    if weights is not None:
-        (path / "data/weights").mkdir(parents=True, exist_ok=True)
-        shutil.copy(weights, path / "data/weights/vgg16_notop.weights.h5")
+        (path / "data/split/arrays").mkdir(parents=True, exist_ok=True)
+        np.savez(path / "data/split/arrays" / f"{split}.npz", labels=labels.astype(np.uint8), files=files, images=images)
+    (path / "data/weights").mkdir(parents=True, exist_ok=True)
+    shutil.copy(weights, path / "data/weights/vgg16_notop.weights.h5")
+    run_stages(path, "extract_features")
+    params["train"].update(train_cfg)
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return path
 
 
@@ -201,7 +203,7 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-BOTH = "train_feature_clf train_aug_frozen"  # dense on features; the augmentation bank path
+BOTH = "train_feature_clf train_aug_frozen"  # dense on features; training on the augmentation bank
 
 
 @pytest.fixture(scope="module")
@@ -218,16 +220,17 @@ def test_mirrored_matches_one_device(tmp_path, single_device, random_vgg16_weigh
     path = tiny_project(tmp_path, {"distribute": "mirrored", "devices": TWO_CPUS}, random_vgg16_weights)
     out = run_stages(path, BOTH, logical_cpus=2, shard_check=True)
     assert "distribute: mirrored, 2 replicas in sync" in out, out
-    assert "augmentation bank: 2 copies of 16 images" in out, out
+    assert "frozen layers block5_conv1..flatten once over the bank (32 + 8 activations)" in out, out
     assert_each_batch_split(shards([out]), replicas=2)
     for stage in BOTH.split():
         assert_same_training(trained(path, stage), single_device[stage])
 
 
-def test_multi_worker_matches_one_device(tmp_path, single_device):
+def test_multi_worker_matches_one_device(tmp_path, single_device, random_vgg16_weights):
     """Two workers on 127.0.0.1, one replica each, each in its own checkout."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-    paths = [tiny_project(tmp_path / f"worker{i}", {"distribute": "multi_worker", "devices": []}) for i in range(2)]
+    paths = [tiny_project(tmp_path / f"worker{i}", {"distribute": "multi_worker", "devices": []}, random_vgg16_weights)
+             for i in range(2)]
     procs = [
         start(path, "train_feature_clf",
               stage_env(path, tf_config={"cluster": cluster, "task": {"type": "worker", "index": i}}, shard_check=True))
