@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import dvc, make_project, ran_stages, tiny_params, write_kaggle_folder
+from conftest import ROOT, dvc, make_project, ran_stages, tiny_params, write_kaggle_folder
 
 EPOCHS = 6
 STATE = Path("data/checkpoints/train_custom/state.json")
@@ -163,14 +163,16 @@ def test_damaged_checkpoint_of_a_killed_run_does_not_block_the_stage(resumed, ki
     """Issue repro: kill after 2 epochs, flip bytes in the middle of model.keras, rerun:
     the stage says so, sets the checkpoint aside, trains from scratch and succeeds."""
     project, _, saved = killed
-    set_params(project, epochs=EPOCHS)
+    original = yaml.safe_load((ROOT / "params.yaml").read_text())["train_custom"]
+    set_params(project, epochs=EPOCHS, learning_rate=original["learning_rate"])  # the killed run's params
     target = project / "data/checkpoints/train_custom"
     shutil.copytree(saved, target, dirs_exist_ok=True)
     model_bytes = bytearray((target / "model.keras").read_bytes())
     middle = len(model_bytes) // 2
     model_bytes[middle:middle + 4000] = bytes(b ^ 0xFF for b in model_bytes[middle:middle + 4000])
     (target / "model.keras").write_bytes(bytes(model_bytes))
-    result = dvc(project, "repro", "train_custom")
+    # --no-run-cache: an earlier test finished this exact run, and DVC would restore it
+    result = dvc(project, "repro", "--no-run-cache", "train_custom")
     output = result.stdout + result.stderr
     assert "checkpoint in data/checkpoints/train_custom is unreadable" in output and "starting fresh" in output, output
     assert "resuming" not in output
