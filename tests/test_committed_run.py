@@ -1,0 +1,103 @@
+"""The committed study belongs to this code: `dvc.lock`, `metrics/` and `plots/` are one
+`dvc repro` of the code and params in this commit. Any later change to `stages/`,
+`params.yaml` or `dvc.yaml` that would make the committed results describe other code
+fails here, until the study is rerun (or the change reverted).
+
+Allowed differences: the lock records where the committed run read its images and weights
+(`download.source`, `download.vgg16_weights`: a local copy), and the DVC-cached data under
+`data/`, which a clone does not have until `dvc pull` or `dvc repro`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import ROOT
+
+LOCK = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+WHERE_FROM = {"download.source", "download.vgg16_weights"}
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def lookup(dotted: str):
+    value = PARAMS
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def numbers(value):
+    """DVC writes `2e-05` in dvc.lock (YAML 1.2); PyYAML (YAML 1.1) reads that as text."""
+    if isinstance(value, dict):
+        return {k: numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [numbers(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def test_every_stage_ran_with_these_params():
+    stale = [f"{stage}: {key} = {value!r} in dvc.lock, {lookup(key)!r} in params.yaml"
+             for stage, entry in LOCK.items()
+             for key, value in entry.get("params", {}).get("params.yaml", {}).items()
+             if key not in WHERE_FROM and numbers(value) != numbers(lookup(key))]
+    assert not stale, "the committed run used other params; rerun the study:\n" + "\n".join(stale)
+
+
+def test_every_stage_ran_this_code():
+    stale = [f"{stage}: {dep['path']}" for stage, entry in LOCK.items() for dep in entry.get("deps", [])
+             if dep["path"].startswith("stages/") and md5(ROOT / dep["path"]) != dep["md5"]]
+    assert not stale, "code changed since the committed run; rerun the study:\n" + "\n".join(stale)
+    assert set(LOCK) == set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+
+
+def test_committed_metrics_and_report_are_what_the_run_wrote():
+    files = {out["path"]: out["md5"] for entry in LOCK.values()
+             for kind in ("outs", "metrics", "plots") for out in entry.get(kind, [])
+             if not out["path"].startswith("data/") and (ROOT / out["path"]).is_file()}
+    assert "metrics/evaluate.json" in files and "plots/report.md" in files
+    stale = [path for path, locked in files.items() if md5(ROOT / path) != locked]
+    assert not stale, f"edited after the run (or written by another run): {stale}"
+
+
+def test_dvc_status_sees_nothing_else():
+    """DVC's own view (folders of plots included): every difference between the lock and
+    this checkout is data a clone does not have yet, or where the run read its inputs."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run([str(Path(sys.executable).with_name("dvc")), "status", "--json"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    unexpected = []
+    for stage, changes in json.loads(result.stdout or "{}").items():
+        for change in changes:
+            if not isinstance(change, dict):
+                unexpected.append(f"{stage}: {change}")
+                continue
+            for kind, paths in change.items():
+                for path, state in paths.items():
+                    if path == "params.yaml" and set(state) <= WHERE_FROM:
+                        continue
+                    if path.startswith("data/") and state in ("deleted", "not in cache"):
+                        continue
+                    unexpected.append(f"{stage}: {kind} {path}: {state}")
+    assert not unexpected, "the committed run does not match this checkout:\n" + "\n".join(unexpected)
+
+
+def test_readme_tables_are_the_committed_metrics():
+    result = subprocess.run([sys.executable, "-m", "stages.readme_table", "--check"], cwd=ROOT,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
