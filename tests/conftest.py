@@ -3,6 +3,7 @@ git + DVC repository, so tests run the real `dvc repro` without touching this ch
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -108,3 +109,22 @@ def make_project(path: Path, params: dict) -> Path:
 def ran_stages(output: str) -> list[str]:
     """Stage names that a dvc repro / exp run actually executed, from its output."""
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+@contextlib.contextmanager
+def local_http_server(handler):
+    """An HTTP server on 127.0.0.1 (a free port) running `handler` in a thread; yields its
+    base URL and shuts it down after. Tests reach no other address."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True  # a handler the client gave up on never blocks the shutdown
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)

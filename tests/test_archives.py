@@ -10,16 +10,15 @@ import re
 import socket
 import stat
 import sys
-import threading
 import types
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, synthetic_image
+from conftest import ROOT, local_http_server, synthetic_image
 from stages import sources
 from stages.download import scan
 from stages.params import UserError
@@ -168,13 +167,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    with local_http_server(Handler) as url:
+        yield url
 
 
 def test_complete_download(server, tmp_path):

@@ -12,17 +12,16 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, synthetic_image
+from conftest import ROOT, local_http_server, synthetic_image
 from stages import download as download_stage
 from stages import sources
 from stages.params import UserError
@@ -208,14 +207,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    with local_http_server(Handler) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
