@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from stages import params as P
-from stages.study import ARRAYS_DIR, BANK_FILE, model_file
+from stages.study import model_file
 
 STAGE = "finetune"
 FROZEN_MODEL = model_file("train_aug_frozen")
@@ -22,14 +22,7 @@ def main() -> None:
     with R.strategy_scope(params["train"]):
         model = M.load(FROZEN_MODEL)
         M.unfreeze(model, cfg["unfreeze"])
-    copies = params["vgg16"]["augment_bank"]
-    bank = D.load_bank(BANK_FILE, copies, train["labels"]) if copies else None
-    run = T.train(
-        STAGE, model, train["images"], train["labels"], val["images"], val["labels"], cfg, params,
-        data_files=(ARRAYS_DIR / "train.npz", ARRAYS_DIR / "validation.npz", FROZEN_MODEL, *([BANK_FILE] if bank else [])),
-        augment=True, bank=bank,
-    )
-    T.save(STAGE, run.model, run)
+    T.train_vgg16_augmented(STAGE, model, train, val, params, start_file=FROZEN_MODEL)
 
 
 if __name__ == "__main__":

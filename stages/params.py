@@ -195,6 +195,12 @@ SCHEMA: dict[str, dict[str, Spec]] = {
 }
 
 
+def did_you_mean(name: str, known, show: Callable[[str], str]) -> str:
+    """' (did you mean X?)' for the known name closest to a misspelt one, else ''."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {show(close[0])}?)" if close else ""
+
+
 def validate_section(name: str, values: Any) -> dict:
     """Check one section against SCHEMA; raise ParamError naming the first bad key."""
     spec = SCHEMA[name]
@@ -202,12 +208,8 @@ def validate_section(name: str, values: Any) -> dict:
         raise ParamError(f"{name} must be a mapping of keys to values, got {values!r}")
     unknown = sorted(set(values) - set(spec))
     if unknown:
-        close = difflib.get_close_matches(unknown[0], list(spec), n=1)
-        raise ParamError(
-            f"{name}.{unknown[0]} is not a known param"
-            + (f" (did you mean {name}.{close[0]}?)" if close else "")
-            + f"; {name} takes: {', '.join(spec)}"
-        )
+        suggestion = did_you_mean(unknown[0], spec, lambda key: f"{name}.{key}")
+        raise ParamError(f"{name}.{unknown[0]} is not a known param{suggestion}; {name} takes: {', '.join(spec)}")
     missing = [k for k in spec if k not in values]
     if missing:
         raise ParamError(f"{name}.{missing[0]} is missing from {PARAMS_FILE}")
@@ -232,12 +234,9 @@ def load(*sections: str, path: Path | str = PARAMS_FILE) -> dict[str, dict]:
         raise ParamError(f"{path} must be a mapping of sections (download:, split:, ...), got {type(params).__name__}")
     unknown = sorted(str(name) for name in params if name not in SCHEMA)
     if unknown:
-        close = difflib.get_close_matches(unknown[0], list(SCHEMA), n=1)
-        raise ParamError(
-            f"{path}: '{unknown[0]}' is not a known section"
-            + (f" (did you mean '{close[0]}'?)" if close else "")
-            + f"; the sections are: {', '.join(SCHEMA)}"
-        )
+        suggestion = did_you_mean(unknown[0], SCHEMA, lambda section: f"'{section}'")
+        raise ParamError(f"{path}: '{unknown[0]}' is not a known section{suggestion}; "
+                         f"the sections are: {', '.join(SCHEMA)}")
     out = {}
     for name in sections:
         if name not in params:

@@ -6,7 +6,7 @@ instead of running the whole base over a fresh copy every epoch."""
 from __future__ import annotations
 
 from stages import params as P
-from stages.study import ARRAYS_DIR, BANK_FILE, WEIGHTS_FILE
+from stages.study import WEIGHTS_FILE
 
 STAGE = "train_aug_frozen"
 
@@ -22,14 +22,7 @@ def main() -> None:
     with R.strategy_scope(params["train"]):
         conv_base = M.vgg16_conv_base(WEIGHTS_FILE, train["images"].shape[1])
         model = M.vgg16_with_head(conv_base, params["vgg16"]["preprocessing"], cfg["dense_units"], cfg["dropout"])
-    copies = params["vgg16"]["augment_bank"]
-    bank = D.load_bank(BANK_FILE, copies, train["labels"]) if copies else None
-    run = T.train(
-        STAGE, model, train["images"], train["labels"], val["images"], val["labels"], cfg, params,
-        data_files=(ARRAYS_DIR / "train.npz", ARRAYS_DIR / "validation.npz", WEIGHTS_FILE, *([BANK_FILE] if bank else [])),
-        augment=True, bank=bank,
-    )
-    T.save(STAGE, run.model, run)
+    T.train_vgg16_augmented(STAGE, model, train, val, params, start_file=WEIGHTS_FILE)
 
 
 if __name__ == "__main__":

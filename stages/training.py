@@ -23,7 +23,7 @@ import tensorflow as tf
 from stages.outputs import atomic_path, write_json
 from stages.params import UserError
 from stages.runtime import machine, strategy_scope
-from stages.study import HISTORY_KEYS, checkpoints_dir, history_dir, metrics_file, model_file
+from stages.study import ARRAYS_DIR, BANK_FILE, HISTORY_KEYS, checkpoints_dir, history_dir, metrics_file, model_file
 
 
 VALIDATION_BATCH = 200
@@ -307,6 +307,25 @@ def train(
     else:
         copy_weights(trained, model)
     return Run(model, history, n, time.perf_counter() - started, {**extra, **restored(cfg, history)})
+
+
+def train_vgg16_augmented(stage: str, model: keras.Model, train_split: dict, val_split: dict, params: dict,
+                          start_file: Path) -> None:
+    """train_aug_frozen and finetune: train `model` on augmented training images and save it.
+    With `vgg16.augment_bank: K` > 0 on extract_features' bank (K augmented copies through
+    blocks 1-4), with 0 augmenting afresh every epoch. start_file: where the starting weights
+    came from (the ImageNet weights or train_aug_frozen's model), part of the checkpoint key."""
+    from stages import datasets as D
+
+    copies = params["vgg16"]["augment_bank"]
+    bank = D.load_bank(BANK_FILE, copies, train_split["labels"]) if copies else None
+    run = train(
+        stage, model, train_split["images"], train_split["labels"], val_split["images"], val_split["labels"],
+        params[stage], params,
+        data_files=(ARRAYS_DIR / "train.npz", ARRAYS_DIR / "validation.npz", start_file, *([BANK_FILE] if bank else [])),
+        augment=True, bank=bank,
+    )
+    save(stage, run.model, run)
 
 
 def restored(cfg: dict, history: list[dict]) -> dict:
