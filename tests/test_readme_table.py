@@ -79,17 +79,18 @@ def test_fills_the_table_between_the_markers(tmp_path):
     assert (tmp_path / "README.md").stat().st_mode & 0o777 == 0o644
 
     rows = table_rows(text)
-    assert rows[0] == ["model", "stage", "our test accuracy (95% CI)", "extended test accuracy (n)",
+    assert rows[0] == ["model", "stage", "our test accuracy (95% CI)", "bar", "extended test accuracy (n)",
                        "seed notebook's claim", "Chollet (logged)"]
     body = {row[1].strip("`"): row for row in rows[2:]}
     assert list(body) == list(MODELS), "the extended key is not a model"
     for name in MODELS:
         r, e = results[name], results["extended"][name]
         assert body[name][2] == f"{r['accuracy']:.3f} ({r['accuracy_ci_low']:.3f}-{r['accuracy_ci_high']:.3f})"
-        assert body[name][3] == f"{e['accuracy']:.3f} (1000)"
-    assert body["train_custom"][3:] == ["0.710 (1000)", ".77", ".72"]
-    assert body["train_aug_frozen"][4:] == [".94-.96 (validation)", ".95"]
-    assert body["finetune"][4:] == [".97", ".97 (test)"]
+        assert body[name][4] == f"{e['accuracy']:.3f} (1000)"
+    assert body["train_custom"][3:] == [".72: short by .020", "0.710 (1000)", ".77", ".72"]
+    assert body["train_custom_aug"][3] == ".84: short by .090"
+    assert body["train_aug_frozen"][5:] == [".94-.96 (validation)", ".95"]
+    assert body["finetune"][3:] == [".975: short by .075", "0.910 (1000)", ".97", ".97 (test)"]
     assert "n = 1000" in text and "`-`: no extended test set in these metrics" not in text
 
     # Idempotent, and --check agrees; a changed metric makes --check fail until refilled.
@@ -117,7 +118,7 @@ def test_no_extended_test_set_is_a_dash(tmp_path):
     assert T.main(["--readme", str(tmp_path / "README.md"), "--metrics", str(tmp_path / "evaluate.json")]) == 0
     text = (tmp_path / "README.md").read_text()
     body = {row[1].strip("`"): row for row in table_rows(text)[2:]}
-    assert list(body) == list(MODELS) and all(row[3] == "-" for row in body.values())
+    assert list(body) == list(MODELS) and all(row[4] == "-" for row in body.values())
     assert "`-`: no extended test set in these metrics" in text
 
 
@@ -173,3 +174,13 @@ def test_stage_table_from_the_stage_metrics(tmp_path):
     assert "4000 images at 70.0/s; bank 20000 at 80.5/s" in rows[" `extract_features` "][1]
     assert "Test CPU (avx2)" in block and "float32" in block
     assert f"{(300 + 60 * sum(range(len(MODELS)))) / 60:.0f} min in all" in block
+
+
+@pytest.mark.parametrize("correct, cell", [(975, ".975: met"), (974, ".975: short by .001"), (1000, ".975: met"),
+                                           (970, ".975: short by .005")])
+def test_bar_cell_counts_exactly_at_the_bar(correct, cell):
+    # accuracy as evaluate computes it, a count over 1000: 975/1000 meets .975 whatever its float
+    assert T.bar_cell("finetune", {"accuracy": correct / 1000}) == cell
+    assert T.bar_cell("train_custom", {"accuracy": 0.72}) == ".72: met"
+    assert T.bar_cell("not_a_model", {"accuracy": 0.5}) == "-"
+    assert T.bar_cell("finetune", {}) == ".975: -"
