@@ -79,7 +79,7 @@ def bar_cell(name: str, r) -> str:
         return "-"
     bar = f"{BARS[name]:.3f}".rstrip("0").lstrip("0")
     try:
-        gap = round(BARS[name] - r["accuracy"], 6)  # accuracies are counts of 1000: no float noise at the bar
+        gap = round(BARS[name] - r["accuracy"], 6)  # a count over n: rounding drops float noise at the bar
     except (KeyError, TypeError):
         return f"{bar}: -"
     return f"{bar}: met" if gap <= 0 else f"{bar}: short by {gap:.3f}".replace(" 0.", " .")
