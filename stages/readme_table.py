@@ -82,7 +82,7 @@ def bar_cell(name: str, r) -> str:
         gap = round(BARS[name] - r["accuracy"], 6)  # a count over n: rounding drops float noise at the bar
     except (KeyError, TypeError):
         return f"{bar}: -"
-    return f"{bar}: met" if gap <= 0 else f"{bar}: short by {gap:.3f}".replace(" 0.", " .")
+    return f"{bar}: met" if gap <= 0 else f"{bar}: short by {f'{gap:.3f}'.lstrip('0')}"
 
 
 def extended_cell(r) -> str:

@@ -312,8 +312,8 @@ def study_report(args) -> dict:
         metrics = read_json(args.metrics / metrics_file(stage).name)
         if metrics is None:
             missing.append(stage)
-        elif old_format(stage, metrics):
-            skipped[stage] = f"{old_format(stage, metrics)}; rerun the study to benchmark it"
+        elif outdated := old_format(stage, metrics):
+            skipped[stage] = f"{outdated}; rerun the study to benchmark it"
         else:
             found[stage] = metrics
     # A stage's own record first; for a stage without one, what the user says, then what
