@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages import params as P
-from stages.images import FORMATS, check_image, parse_name, sha256_file
-from stages.outputs import atomic_dir, atomic_path, remove_leftovers, write_csv, write_json
-from stages.sources import OFFLINE_HINT, convert_vgg16_weights, materialize_images, materialize_weights
-from stages.study import RAW_DIR, WEIGHTS_FILE, metrics_file
+from stages.lib.params import UserError, load_params, run_stage
+from stages.lib.images import FORMATS, check_image, parse_name, sha256_file
+from stages.lib.outputs import atomic_dir, atomic_path, remove_leftovers, write_csv, write_json
+from stages.lib.sources import OFFLINE_HINT, convert_vgg16_weights, materialize_images, materialize_weights
+from stages.lib.study import RAW_DIR, WEIGHTS_FILE, metrics_file
 
 METRICS_FILE = metrics_file("download")
 WORK_PREFIX = ".download-"  # data/.download-XXXX: this stage's temporary folder
@@ -122,13 +122,13 @@ def first_usable_source(sources: list[str], work: Path) -> tuple[str, Path, pd.D
             image_root = materialize_images(source, work / f"source-{n}")
             manifest, rejected = scan(image_root)
             if manifest.empty:
-                raise P.UserError(
+                raise UserError(
                     f"download.source: no usable cat/dog images found in {source} ({len(rejected)} files rejected)"
                 )
             if len(sources) > 1:
                 print(f"download: using source {n} of {len(sources)}: {source}")
             return source, image_root, manifest, rejected
-        except P.UserError as e:
+        except UserError as e:
             if len(sources) == 1:
                 raise
             problem = str(e).replace(f" {OFFLINE_HINT}", "")
@@ -136,11 +136,11 @@ def first_usable_source(sources: list[str], work: Path) -> tuple[str, Path, pd.D
             then = "; trying the next" if n < len(sources) else ""
             print(f"download: source {n} of {len(sources)} failed: {problem}{then}", flush=True)
             shutil.rmtree(work / f"source-{n}", ignore_errors=True)
-    raise P.UserError(f"download.source: none of the {len(sources)} sources worked: {' '.join(failures)}")
+    raise UserError(f"download.source: none of the {len(sources)} sources worked: {' '.join(failures)}")
 
 
 def main() -> None:
-    cfg = P.load("download")["download"]
+    cfg = load_params("download")["download"]
     sources = cfg["source"] if isinstance(cfg["source"], list) else [cfg["source"]]
     remove_leftovers_of_killed_runs()
     RAW_DIR.parent.mkdir(exist_ok=True)
@@ -175,4 +175,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    P.run_stage(main, clean_up_on_sigterm=True)
+    run_stage(main, clean_up_on_sigterm=True)

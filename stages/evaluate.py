@@ -21,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stages import params as P
-from stages.images import CLASSES
-from stages.study import (DESCRIPTIONS, EVALUATE_DIR, EXPORT_DIR, MODEL_NAMES, PLOTS_DIR, REPORT_FILE,
+from stages.lib.params import UserError, load_params, run_stage
+from stages.lib.images import CLASSES
+from stages.lib.study import (DESCRIPTIONS, EVALUATE_DIR, EXPORT_DIR, MODEL_NAMES, PLOTS_DIR, REPORT_FILE,
                           metrics_file, model_file)
 
 STAGE = "evaluate"
@@ -36,16 +36,16 @@ EXTENDED_KEYS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "roc_auc", "
 
 def predict(model, batch_size: int, images: np.ndarray) -> np.ndarray:
     """P(dog) of `model` for each of `images` (raw RGB pixels, as every model takes)."""
-    from stages import datasets as D
+    from stages.lib import datasets
 
-    probs = model.predict(D.eval_batches(images, None, batch_size), verbose=0)
+    probs = model.predict(datasets.eval_batches(images, None, batch_size), verbose=0)
     return np.asarray(probs, dtype=np.float64).reshape(-1)
 
 
 def gradcam_choice(labels: np.ndarray, probs: np.ndarray, k: int = GRADCAM_PER_GROUP) -> list[np.ndarray]:
     """Indices of the images a Grad-CAM grid shows, in three groups: the (at most k) most
     confident errors, then the k most confidently correct cats, then dogs."""
-    from stages.report import confident_errors
+    from stages.figures.report import confident_errors
 
     labels = np.asarray(labels).astype(int)
     predicted = (np.asarray(probs) >= 0.5).astype(int)
@@ -59,8 +59,8 @@ def gradcam_choice(labels: np.ndarray, probs: np.ndarray, k: int = GRADCAM_PER_G
 
 def gradcam_figure(name: str, model, test: dict, probs: np.ndarray, batch_size: int, path) -> None:
     """Grad-CAM heatmaps (evidence for the predicted class) over the images of `gradcam_choice`."""
-    from stages.gradcam import grad_cam, last_conv_layer
-    from stages.inspect_figures import gradcam_grid
+    from stages.lib.gradcam import grad_cam, last_conv_layer
+    from stages.figures.evaluation import gradcam_grid
 
     labels = test["labels"].astype(int)
     errors, cats, dogs = gradcam_choice(labels, probs)
@@ -81,18 +81,18 @@ def rounded(values: dict) -> dict:
 
 
 def main() -> None:
-    batch = P.load(STAGE)[STAGE]["batch_size"]
+    batch = load_params(STAGE)[STAGE]["batch_size"]
     missing = [str(model_file(m)) for m in MODEL_NAMES if not model_file(m).is_file()]
     if missing:  # say so before spending minutes on the models that are there
-        raise P.UserError(f"{', '.join(missing)} not found: run the training stages first (dvc repro)")
+        raise UserError(f"{', '.join(missing)} not found: run the training stages first (dvc repro)")
 
-    from stages import models as M
-    from stages.datasets import load_split
-    from stages.export import export_savedmodel
-    from stages.inspect_figures import reliability_diagram
-    from stages.metrics import binary_metrics, brier_score, expected_calibration_error, reliability_curve, roc_curve
-    from stages.outputs import atomic_dir, write_csv, write_json
-    from stages.report import evaluation_figures, misclassified_gallery, stage_curves, study_report
+    from stages.lib import models
+    from stages.lib.datasets import load_split
+    from stages.lib.export import export_savedmodel
+    from stages.figures.evaluation import reliability_diagram
+    from stages.lib.metrics import binary_metrics, brier_score, expected_calibration_error, reliability_curve, roc_curve
+    from stages.lib.outputs import atomic_dir, write_csv, write_json
+    from stages.figures.report import evaluation_figures, misclassified_gallery, stage_curves, study_report
 
     results, predictions, reliability, extended_results = {}, {}, {}, {}
     test = load_split("test")
@@ -101,7 +101,7 @@ def main() -> None:
     image_size = test["images"].shape[1]
     with atomic_dir(EVALUATE_DIR) as out, atomic_dir(EXPORT_DIR) as exports:
         for name in MODEL_NAMES:
-            model = M.load(model_file(name))
+            model = models.load(model_file(name))
             probs = predict(model, batch, test["images"])
             results[name] = {**binary_metrics(labels, probs), "ece": expected_calibration_error(labels, probs),
                              "brier": brier_score(labels, probs)}
@@ -145,4 +145,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    P.run_stage(main)
+    run_stage(main)

@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from stages import params as P
-from stages.images import SPLITS
-from stages.study import BANK_FILE, FEATURES_DIR, WEIGHTS_FILE, metrics_file
+from stages.lib.params import UserError, load_params, run_stage
+from stages.lib.images import SPLITS
+from stages.lib.study import BANK_FILE, FEATURES_DIR, WEIGHTS_FILE, metrics_file
 
 STAGE = "extract_features"
 BANK_DTYPE = np.float16  # half the bytes of float32; tests/benchmarks measure what it changes
@@ -24,17 +24,17 @@ BANK_DTYPE = np.float16  # half the bytes of float32; tests/benchmarks measure w
 
 def main() -> None:
     started = time.perf_counter()
-    params = P.load("train", "augmentation", "vgg16", STAGE)
+    params = load_params("train", "augmentation", "vgg16", STAGE)
     batch, copies = params[STAGE]["batch_size"], params["vgg16"]["augment_bank"]
 
-    from stages import datasets as D, models as M, runtime as R
-    from stages.outputs import atomic_dir, save_npz, write_json
+    from stages.lib import datasets, models, runtime
+    from stages.lib.outputs import atomic_dir, save_npz, write_json
 
-    R.configure(params["train"])
-    splits = {name: D.load_split(name) for name in SPLITS}
+    runtime.configure(params["train"])
+    splits = {name: datasets.load_split(name) for name in SPLITS}
     image_size = splits["train"]["images"].shape[1]
-    conv_base = M.vgg16_conv_base(WEIGHTS_FILE, image_size)
-    to_block4, block5 = M.vgg16_bank_split(conv_base, params["vgg16"]["preprocessing"])
+    conv_base = models.vgg16_conv_base(WEIGHTS_FILE, image_size)
+    to_block4, block5 = models.vgg16_bank_split(conv_base, params["vgg16"]["preprocessing"])
     import tensorflow as tf
 
     block4_dtype = tf.as_dtype(to_block4.output.dtype).as_numpy_dtype  # the compute dtype: bf16 under mixed_bfloat16
@@ -44,10 +44,10 @@ def main() -> None:
         block4 = {}
         for name, split in splits.items():
             # Blocks 1-4 then block 5: the same computation as the whole base in one pass.
-            block4[name] = D.run_model(lambda x: to_block4(x, training=False),
-                                       D.eval_batches(split["images"], None, batch),
+            block4[name] = datasets.run_model(lambda x: to_block4(x, training=False),
+                                       datasets.eval_batches(split["images"], None, batch),
                                        len(split["images"]), to_block4.output.shape[1:], block4_dtype)
-            features = D.run_model(lambda x: block5(x, training=False), D.eval_batches(block4[name], None, batch),
+            features = datasets.run_model(lambda x: block5(x, training=False), datasets.eval_batches(block4[name], None, batch),
                                    len(block4[name]), block5.output.shape[1:], np.float32)
             save_npz(out / f"{name}.npz", features=features, labels=split["labels"], files=split["files"],
                      image_size=np.int32(image_size))
@@ -58,14 +58,14 @@ def main() -> None:
         train = splits["train"]
         if copies:
             print(f"augmentation bank: {copies} copies of {len(train['images'])} images through VGG16 blocks 1-4")
-        bank = D.build_bank(to_block4, train["images"], copies, params["train"]["seed"], params["augmentation"],
+        bank = datasets.build_bank(to_block4, train["images"], copies, params["train"]["seed"], params["augmentation"],
                             batch, dtype=BANK_DTYPE)
         validation = block4["validation"].astype(BANK_DTYPE) if copies else bank[:0]
         if not (np.isfinite(bank).all() and np.isfinite(validation).all()):
-            raise P.UserError(f"{BANK_FILE}: block4 activations overflow float16; use train.precision: float32")
+            raise UserError(f"{BANK_FILE}: block4 activations overflow float16; use train.precision: float32")
         save_npz(out / BANK_FILE.name, train=bank, train_labels=train["labels"], validation=validation,
                  validation_labels=splits["validation"]["labels"], copies=np.int32(copies),
-                 layer=np.array(M.BANK_LAYER))
+                 layer=np.array(models.BANK_LAYER))
         timings["bank_seconds"] = time.perf_counter() - t
 
     images = sum(len(s["images"]) for s in splits.values())
@@ -81,10 +81,10 @@ def main() -> None:
             "bank_bytes": int(bank.nbytes + validation.nbytes),
             "bank_seconds": round(timings["bank_seconds"], 1),
             "wall_seconds": round(time.perf_counter() - started, 1),
-            **R.machine(),
+            **runtime.machine(),
         },
     )
 
 
 if __name__ == "__main__":
-    P.run_stage(main)
+    run_stage(main)

@@ -4,26 +4,26 @@
 
 from __future__ import annotations
 
-from stages import params as P
-from stages.study import model_file
+from stages.lib.params import load_params, run_stage
+from stages.lib.study import model_file
 
 STAGE = "finetune"
 FROZEN_MODEL = model_file("train_aug_frozen")
 
 
 def main() -> None:
-    params = P.load("train", "augmentation", "vgg16", STAGE)
+    params = load_params("train", "augmentation", "vgg16", STAGE)
     cfg = params[STAGE]
 
-    from stages import datasets as D, models as M, runtime as R, training as T
+    from stages.lib import datasets, models, runtime, training
 
-    R.configure(params["train"])
-    train, val = D.load_split("train"), D.load_split("validation")
-    with R.strategy_scope(params["train"]):
-        model = M.load(FROZEN_MODEL)
-        M.unfreeze(model, cfg["unfreeze"])
-    T.train_vgg16_augmented(STAGE, model, train, val, params, start_file=FROZEN_MODEL)
+    runtime.configure(params["train"])
+    train, val = datasets.load_split("train"), datasets.load_split("validation")
+    with runtime.strategy_scope(params["train"]):
+        model = models.load(FROZEN_MODEL)
+        models.unfreeze(model, cfg["unfreeze"])
+    training.train_vgg16_augmented(STAGE, model, train, val, params, start_file=FROZEN_MODEL)
 
 
 if __name__ == "__main__":
-    P.run_stage(main)
+    run_stage(main)

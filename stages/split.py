@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages import params as P
-from stages.images import CLASSES, SPLITS, decode_resized
-from stages.outputs import atomic_dir, remove_leftovers, save_npz, write_csv, write_json
-from stages.study import DATA_PLOTS_DIR, RAW_DIR, SPLIT_DIR, metrics_file
+from stages.lib.params import UserError, load_params, run_stage
+from stages.lib.images import CLASSES, SPLITS, decode_resized
+from stages.lib.outputs import atomic_dir, remove_leftovers, save_npz, write_csv, write_json
+from stages.lib.study import DATA_PLOTS_DIR, RAW_DIR, SPLIT_DIR, metrics_file
 
 METRICS_FILE = metrics_file("split")
 
@@ -67,7 +67,7 @@ def assign(manifest: pd.DataFrame, cfg: dict, rejected: int) -> pd.DataFrame:
     for label in CLASSES:
         rows = class_order(manifest, label, cfg)
         if len(rows) < needed:
-            raise P.UserError(
+            raise UserError(
                 f"split needs {needed} {label}s ({sizes['train']} train + {sizes['validation']} validation "
                 f"+ {sizes['test']} test), {len(rows)} valid found; {rejected} files rejected, "
                 f"see {RAW_DIR}/rejected.csv"
@@ -117,7 +117,7 @@ def write_split(index: pd.DataFrame, size: int, out: Path) -> None:
 
 
 def main() -> None:
-    cfg = P.load("split")["split"]
+    cfg = load_params("split")["split"]
     # A SIGKILLed run leaves its temporaries (data/.split.XXXX, ...) beside the outputs.
     removed = remove_leftovers(SPLIT_DIR, DATA_PLOTS_DIR, METRICS_FILE)
     if removed:
@@ -126,13 +126,13 @@ def main() -> None:
         manifest = pd.read_csv(RAW_DIR / "manifest.csv")
         rejected = len(pd.read_csv(RAW_DIR / "rejected.csv"))
     except FileNotFoundError as e:
-        raise P.UserError(f"{e.filename} not found: run the download stage first (dvc repro download)") from None
+        raise UserError(f"{e.filename} not found: run the download stage first (dvc repro download)") from None
     kept, dropped = deduplicate(manifest)
     index = assign(kept, cfg, rejected)
     extra = extended(kept, cfg)
     missing = [f for f in pd.concat([index["file"], extra["file"]]) if not (RAW_DIR / "images" / f).is_file()]
     if missing:
-        raise P.UserError(
+        raise UserError(
             f"{len(missing)} images listed in {RAW_DIR}/manifest.csv are missing from {RAW_DIR}/images "
             f"(first: {missing[0]}): rerun the download stage (dvc repro download --force)"
         )
@@ -141,7 +141,7 @@ def main() -> None:
         save_arrays(extra, cfg["image_size"], out / "arrays" / "extended.npz")
         write_csv(out / "duplicates.csv", dropped[["file", "label", "id", "sha256", "reason"]])
 
-    from stages.data_figures import data_figures  # matplotlib: only when needed
+    from stages.figures.data import data_figures  # matplotlib: only when needed
 
     data_figures(index, SPLIT_DIR, DATA_PLOTS_DIR)
     counts = index.groupby(["split", "label"]).size()
@@ -159,4 +159,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    P.run_stage(main, clean_up_on_sigterm=True)
+    run_stage(main, clean_up_on_sigterm=True)

@@ -5,25 +5,25 @@ instead of running the whole base over a fresh copy every epoch."""
 
 from __future__ import annotations
 
-from stages import params as P
-from stages.study import WEIGHTS_FILE
+from stages.lib.params import load_params, run_stage
+from stages.lib.study import WEIGHTS_FILE
 
 STAGE = "train_aug_frozen"
 
 
 def main() -> None:
-    params = P.load("train", "augmentation", "vgg16", STAGE)
+    params = load_params("train", "augmentation", "vgg16", STAGE)
     cfg = params[STAGE]
 
-    from stages import datasets as D, models as M, runtime as R, training as T
+    from stages.lib import datasets, models, runtime, training
 
-    R.configure(params["train"])
-    train, val = D.load_split("train"), D.load_split("validation")
-    with R.strategy_scope(params["train"]):
-        conv_base = M.vgg16_conv_base(WEIGHTS_FILE, train["images"].shape[1])
-        model = M.vgg16_with_head(conv_base, params["vgg16"]["preprocessing"], cfg["dense_units"], cfg["dropout"])
-    T.train_vgg16_augmented(STAGE, model, train, val, params, start_file=WEIGHTS_FILE)
+    runtime.configure(params["train"])
+    train, val = datasets.load_split("train"), datasets.load_split("validation")
+    with runtime.strategy_scope(params["train"]):
+        conv_base = models.vgg16_conv_base(WEIGHTS_FILE, train["images"].shape[1])
+        model = models.vgg16_with_head(conv_base, params["vgg16"]["preprocessing"], cfg["dense_units"], cfg["dropout"])
+    training.train_vgg16_augmented(STAGE, model, train, val, params, start_file=WEIGHTS_FILE)
 
 
 if __name__ == "__main__":
-    P.run_stage(main)
+    run_stage(main)

@@ -7,34 +7,34 @@ all five models alike."""
 
 from __future__ import annotations
 
-from stages import params as P
-from stages.study import FEATURES_DIR, WEIGHTS_FILE
+from stages.lib.params import load_params, run_stage
+from stages.lib.study import FEATURES_DIR, WEIGHTS_FILE
 
 STAGE = "train_feature_clf"
 
 
 def main() -> None:
-    params = P.load("train", "vgg16", STAGE)
+    params = load_params("train", "vgg16", STAGE)
     cfg = params[STAGE]
 
-    from stages import datasets as D, models as M, runtime as R, training as T
+    from stages.lib import datasets, models, runtime, training
 
-    R.configure(params["train"])
-    train = D.load_arrays(FEATURES_DIR / "train.npz")
-    val = D.load_arrays(FEATURES_DIR / "validation.npz")
-    with R.strategy_scope(params["train"]):
-        classifier = M.feature_classifier(train["features"].shape[1:], cfg["dense_units"], cfg["dropout"])
-    run = T.train(
+    runtime.configure(params["train"])
+    train = datasets.load_arrays(FEATURES_DIR / "train.npz")
+    val = datasets.load_arrays(FEATURES_DIR / "validation.npz")
+    with runtime.strategy_scope(params["train"]):
+        classifier = models.feature_classifier(train["features"].shape[1:], cfg["dense_units"], cfg["dropout"])
+    run = training.train(
         STAGE, classifier, train["features"], train["labels"], val["features"], val["labels"], cfg, params,
         data_files=(FEATURES_DIR / "train.npz", FEATURES_DIR / "validation.npz"),
     )
     image_size = int(train["image_size"])
-    with R.strategy_scope(params["train"]):
-        conv_base = M.vgg16_conv_base(WEIGHTS_FILE, image_size)
-        model = M.vgg16_with_head(conv_base, params["vgg16"]["preprocessing"], cfg["dense_units"], cfg["dropout"])
-    T.copy_weights(run.model, model)
-    T.save(STAGE, model, run)
+    with runtime.strategy_scope(params["train"]):
+        conv_base = models.vgg16_conv_base(WEIGHTS_FILE, image_size)
+        model = models.vgg16_with_head(conv_base, params["vgg16"]["preprocessing"], cfg["dense_units"], cfg["dropout"])
+    training.copy_weights(run.model, model)
+    training.save(STAGE, model, run)
 
 
 if __name__ == "__main__":
-    P.run_stage(main)
+    run_stage(main)

@@ -94,19 +94,19 @@ def run(args, images, aug_cfg: dict, seed: int, dense: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from stages import datasets as D, models as M
+    from stages.lib import datasets, models
 
     outputs, banks, seconds = {}, {}, {}
     for compute in COMPUTE:
         keras.mixed_precision.set_global_policy(compute)
         keras.utils.set_random_seed(seed)  # the same random head in both computes
-        model = M.vgg16_with_head(M.vgg16_conv_base(args.weights, images.shape[1]), "imagenet",
+        model = models.vgg16_with_head(models.vgg16_conv_base(args.weights, images.shape[1]), "imagenet",
                                   dense["dense_units"], dense["dropout"])
-        M.unfreeze(model, ["block5_conv1", "block5_conv2", "block5_conv3"])
-        prefix, suffix = M.split_frozen_prefix(model)
+        models.unfreeze(model, ["block5_conv1", "block5_conv2", "block5_conv3"])
+        prefix, suffix = models.split_frozen_prefix(model)
         block5 = until_layer(suffix, "block5_pool")
         t = time.perf_counter()
-        bank = D.build_bank(prefix, images, 1, seed, aug_cfg, BATCH)
+        bank = datasets.build_bank(prefix, images, 1, seed, aug_cfg, BATCH)
         seconds[compute] = round(time.perf_counter() - t, 1)
         banks[compute] = bank.astype(np.float32)
         for dtype in STORAGE:
@@ -171,9 +171,9 @@ def main(argv=None) -> int:
         return 2
     import numpy as np
 
-    from stages import params as P
+    from stages.lib.params import load_params
 
-    params = P.load("split", "train", "augmentation", "train_aug_frozen", path=ROOT / "params.yaml")
+    params = load_params("split", "train", "augmentation", "train_aug_frozen", path=ROOT / "params.yaml")
     size = params["split"]["image_size"]
     report = {"machine": B.machine_info(), "settings": {"images": args.images, "image_size": size, "batch": BATCH,
                                                         "weights": str(args.weights), "seed": params["train"]["seed"],

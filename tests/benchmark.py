@@ -174,7 +174,7 @@ def decode_subset(files: list[Path], size: int, out: Path) -> dict:
     """Decode once to uint8 (N, size, size, 3), as `split` does; save images and labels."""
     import numpy as np
 
-    from stages.images import decode_resized
+    from stages.lib.images import decode_resized
 
     t = time.perf_counter()
     images = np.stack([decode_resized(f, size) for f in files])
@@ -215,8 +215,8 @@ def convnet(spec: dict, rescaling: bool):
     for an input pipeline that already rescales, so that the compute stays the same."""
     import keras
 
-    from stages.models import custom_convnet
-    from stages.training import compile_binary
+    from stages.lib.models import custom_convnet
+    from stages.lib.training import compile_binary
 
     model = custom_convnet(spec["image_size"], spec["dropout"])
     if not rescaling:
@@ -299,10 +299,10 @@ def in_memory_batches(images, labels, batch: int):
 
 def project_batches(images, labels, spec: dict, epochs: int, augment: bool):
     """The project's training input: datasets.training_batches over the decoded arrays."""
-    from stages import datasets as D
+    from stages.lib import datasets
 
-    make_batch = D.augmented_images(images, spec["seed"], spec["augmentation"]) if augment else D.plain_inputs(images)
-    return D.training_batches(len(images), labels, spec["batch"], spec["seed"], epochs, make_batch)
+    make_batch = datasets.augmented_images(images, spec["seed"], spec["augmentation"]) if augment else datasets.plain_inputs(images)
+    return datasets.training_batches(len(images), labels, spec["batch"], spec["seed"], epochs, make_batch)
 
 
 def seed_generator(spec: dict):
@@ -534,9 +534,9 @@ def verdict(ok: bool | None) -> str:
 
 def study_params(image_size: int | None) -> tuple[dict, int]:
     """train_custom_aug's dropout and learning rate, the augmentation, the seed, the size."""
-    from stages import params as P
+    from stages.lib.params import load_params
 
-    params = P.load("split", "train", "augmentation", "train_custom_aug", path=ROOT / "params.yaml")
+    params = load_params("split", "train", "augmentation", "train_custom_aug", path=ROOT / "params.yaml")
     cfg = params["train_custom_aug"]
     picked = {
         "seed": params["train"]["seed"],

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from stages.study import MODEL_NAMES
+from stages.lib.study import MODEL_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -116,7 +116,7 @@ def load_arrays(spec: dict):
 def set_policy(precision: str) -> str:
     import keras
 
-    from stages.runtime import resolve_precision
+    from stages.lib.runtime import resolve_precision
 
     policy = resolve_precision(precision)
     keras.mixed_precision.set_global_policy(policy)
@@ -129,13 +129,13 @@ def vgg_forward_timer(spec: dict, images, batch: int):
     Called with other images (e.g. one batch, to warm up), it runs over those."""
     import tensorflow as tf
 
-    from stages import datasets as D, models as M
+    from stages.lib import datasets, models
 
-    extractor = M.vgg16_extractor(M.vgg16_conv_base(spec["weights"], images.shape[1]), "imagenet")
+    extractor = models.vgg16_extractor(models.vgg16_conv_base(spec["weights"], images.shape[1]), "imagenet")
     step = tf.function(lambda x: extractor(x, training=False))
 
     def run(over=images):
-        for x in D.eval_batches(over, None, batch):
+        for x in datasets.eval_batches(over, None, batch):
             step(x).numpy()
 
     return run
@@ -146,16 +146,16 @@ def convnet_fit_timer(images, labels, batch: int, jit_compile: bool | str = "aut
     training_batches over un-augmented images: the train step's compute bound)."""
     import keras
 
-    from stages import datasets as D
-    from stages.models import custom_convnet
+    from stages.lib import datasets
+    from stages.lib.models import custom_convnet
 
     model = custom_convnet(images.shape[1], dropout)
     model.compile(optimizer=keras.optimizers.RMSprop(1e-4), loss="binary_crossentropy", metrics=["accuracy"],
                   jit_compile=jit_compile)
-    make_batch = D.plain_inputs(images)
+    make_batch = datasets.plain_inputs(images)
 
     def run():
-        ds, steps = D.training_batches(len(images), labels, batch, 42, 1, make_batch)
+        ds, steps = datasets.training_batches(len(images), labels, batch, 42, 1, make_batch)
         model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
 
     return run
@@ -216,9 +216,9 @@ def worker_vgg_batch(spec: dict) -> dict:
 def worker_val_batch(spec: dict) -> dict:
     """model.evaluate on eval_batches, as fit's per-epoch validation pass; one compiled model
     per batch size (same weights), so that no traced shape is shared."""
-    from stages import datasets as D
-    from stages.models import custom_convnet
-    from stages.training import compile_binary
+    from stages.lib import datasets
+    from stages.lib.models import custom_convnet
+    from stages.lib.training import compile_binary
 
     policy = set_policy(spec["precision"])
     images, labels = load_arrays(spec)
@@ -228,7 +228,7 @@ def worker_val_batch(spec: dict) -> dict:
         model = custom_convnet(images.shape[1], 0.5)
         model.set_weights(reference.get_weights())
         compile_binary(model, 1e-4)
-        ds = D.eval_batches(images, labels, b)
+        ds = datasets.eval_batches(images, labels, b)
         timers[f"batch_{b}"] = lambda model=model, ds=ds: model.evaluate(ds, verbose=0)
     timings = interleaved(timers, spec["rounds"])
     return {"policy": policy, "configs": {k: rate_summary(len(images), v) for k, v in timings.items()}}
@@ -333,9 +333,9 @@ def main(argv=None) -> int:
     if not args.images_dir.is_dir() or not args.weights.is_file():
         print(f"error: real images ({args.images_dir}) or VGG16 weights ({args.weights}) not found", file=sys.stderr)
         return 2
-    from stages import params as P
+    from stages.lib.params import load_params
 
-    image_size = P.load("split", path=ROOT / "params.yaml")["split"]["image_size"]
+    image_size = load_params("split", path=ROOT / "params.yaml")["split"]["image_size"]
     report = {"machine": B.machine_info(), "settings": {
         "images": args.images, "vgg_images": args.vgg_images, "image_size": image_size, "precision_asked": args.precision,
         "runtime_vgg_images": args.runtime_vgg_images, "rounds": args.rounds, "train_batch": TRAIN_BATCH, "vgg_stage_batch": VGG_STAGE_BATCH, "weights": str(args.weights),

@@ -4,7 +4,7 @@
 
 Reads the per-stage metrics a `dvc repro` wrote (`metrics/*.json`) and the params each
 stage ran with (dvc.lock, else params.yaml). For every stage it counts the FLOPs of the
-work it did, phase by phase, from the models built with stages/models.py at the study's
+work it did, phase by phase, from the models built with stages/lib/models.py at the study's
 image size (tests/model_flops.py: conv and dense multiply-adds; a training step is the
 forward and backward pass, frozen layers forward only):
 
@@ -55,7 +55,7 @@ for path in (ROOT, TESTS):  # run as `python tests/study_benchmark.py`
         sys.path.insert(0, str(path))
 
 import benchmark as B  # noqa: E402  (machine_info, repro_timings)
-from stages.study import MODEL_NAMES, METRICS_DIR, metrics_file  # noqa: E402
+from stages.lib.study import MODEL_NAMES, METRICS_DIR, metrics_file  # noqa: E402
 
 MATMUL_SIZE = 2048
 PRECISION_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
@@ -135,28 +135,28 @@ def study_models(params: dict, image_size: int) -> dict[str, dict]:
     bank's block4_pool, or None) and `trained` (the rest, which the epochs train on the bank).
     extract_features: `blocks_1_4` (pixels to block4_pool) and `block_5` (to block5_pool)."""
     from model_flops import pass_flops
-    from stages import models as M
+    from stages.lib import models
 
     head = section(params, "train_aug_frozen", "train_aug_frozen")  # finetune starts from that model
 
     def vgg16_classifier(unfrozen: list[str] | None) -> dict:
         # The preprocessing mode does not change the FLOPs counted (no multiply-adds).
-        model = M.vgg16_with_head(vgg16_base(image_size), "imagenet", head["dense_units"], head["dropout"])
+        model = models.vgg16_with_head(vgg16_base(image_size), "imagenet", head["dense_units"], head["dropout"])
         if unfrozen:
-            M.unfreeze(model, unfrozen)
-        # Cut as stages/training.py cuts it for the bank.
-        frozen, trained = M.split_frozen_prefix(M.split_at(model, M.BANK_LAYER)[1])
+            models.unfreeze(model, unfrozen)
+        # Cut as stages/lib/training.py cuts it for the bank.
+        frozen, trained = models.split_frozen_prefix(models.split_at(model, models.BANK_LAYER)[1])
         return {"model": pass_flops(model), "frozen": pass_flops(frozen) if frozen else None,
                 "trained": pass_flops(trained)}
 
-    custom = {s: {"model": pass_flops(M.custom_convnet(image_size, section(params, s, s)["dropout"]))}
+    custom = {s: {"model": pass_flops(models.custom_convnet(image_size, section(params, s, s)["dropout"]))}
               for s in ("train_custom", "train_custom_aug")}
-    to_block4, block5 = M.vgg16_bank_split(vgg16_base(image_size), "imagenet")
+    to_block4, block5 = models.vgg16_bank_split(vgg16_base(image_size), "imagenet")
     clf = section(params, "train_feature_clf", "train_feature_clf")
     return {
         **custom,
         "extract_features": {"blocks_1_4": pass_flops(to_block4), "block_5": pass_flops(block5)},
-        "train_feature_clf": {"model": pass_flops(M.feature_classifier(block5.output.shape[1:], clf["dense_units"],
+        "train_feature_clf": {"model": pass_flops(models.feature_classifier(block5.output.shape[1:], clf["dense_units"],
                                                                        clf["dropout"]))},
         "train_aug_frozen": vgg16_classifier(None),
         "finetune": vgg16_classifier(section(params, "finetune", "finetune")["unfreeze"]),
@@ -302,7 +302,7 @@ def recorded_precision(metrics: dict) -> str | None:
 
 
 def study_report(args) -> dict:
-    from stages.runtime import resolve_precision
+    from stages.lib.runtime import resolve_precision
 
     params = study_params(args.lock, args.params)
     image_size = section(params, "split", "split")["image_size"]

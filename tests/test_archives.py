@@ -1,4 +1,4 @@
-"""Hostile archives and broken downloads (stages/sources.py): unsafe zips are refused before
+"""Hostile archives and broken downloads (stages/lib/sources.py): unsafe zips are refused before
 anything is unpacked, downloads land atomically or not at all, network failures say how to
 run offline, and credentials never reach an error message. Only 127.0.0.1 is contacted."""
 
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, local_http_server, synthetic_image
-from stages import sources
+from stages.lib import sources
 from stages.download import scan
-from stages.params import UserError
+from stages.lib.params import UserError
 
 
 def jpeg_bytes(label: str, i: int) -> bytes:
@@ -251,7 +251,7 @@ def test_no_pickles_or_unsafe_model_loading_in_stages():
 
 
 def test_load_arrays_refuses_pickled_objects(tmp_path):
-    from stages.datasets import load_arrays
+    from stages.lib.datasets import load_arrays
 
     path = tmp_path / "evil.npz"
     np.savez(path, images=np.array([object()], dtype=object))
@@ -261,8 +261,8 @@ def test_load_arrays_refuses_pickled_objects(tmp_path):
 
 
 def test_load_arrays_names_a_truncated_or_bit_flipped_file(tmp_path):
-    from stages.datasets import load_arrays
-    from stages.outputs import save_npz
+    from stages.lib.datasets import load_arrays
+    from stages.lib.outputs import save_npz
 
     path = tmp_path / "train.npz"
     save_npz(path, images=np.zeros((4, 8, 8, 3), np.uint8), labels=np.zeros(4, np.uint8))

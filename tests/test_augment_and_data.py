@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stages import datasets as D
-from stages.augment import N_UNIFORMS, augment
+from stages.lib import datasets
+from stages.lib.augment import N_UNIFORMS, augment
 
 NO_AUG = {"rotation": 0, "width_shift": 0, "height_shift": 0, "shear": 0, "zoom": 0,
           "horizontal_flip": False, "fill_mode": "nearest"}
@@ -61,7 +61,7 @@ def collect(ds, steps):
 def test_every_example_once_per_epoch_in_a_new_order():
     n, batch = 10, 4
     ids = np.arange(n, dtype=np.float32).reshape(n, 1)
-    ds, steps = D.training_batches(n, np.zeros(n), batch, seed=3, epochs=3, make_batch=D.plain_inputs(ids))
+    ds, steps = datasets.training_batches(n, np.zeros(n), batch, seed=3, epochs=3, make_batch=datasets.plain_inputs(ids))
     assert steps == 3
     xs, _ = collect(ds, 9)
     epochs = [np.concatenate(xs[e * steps:(e + 1) * steps]).ravel() for e in range(3)]
@@ -72,9 +72,9 @@ def test_every_example_once_per_epoch_in_a_new_order():
 
 def test_resumed_stream_equals_the_uninterrupted_one():
     x, labels = images(8), np.arange(8) % 2
-    make = D.augmented_images(x, seed=5, aug_cfg=CHOLLET)
-    full, steps = D.training_batches(8, labels, 3, 5, 3, make)
-    resumed, _ = D.training_batches(8, labels, 3, 5, 3, make, start_epoch=1)
+    make = datasets.augmented_images(x, seed=5, aug_cfg=CHOLLET)
+    full, steps = datasets.training_batches(8, labels, 3, 5, 3, make)
+    resumed, _ = datasets.training_batches(8, labels, 3, 5, 3, make, start_epoch=1)
     full_x, full_y = collect(full, 3 * steps)
     res_x, res_y = collect(resumed, 2 * steps)
     for a, b in zip(full_x[steps:], res_x):
@@ -88,25 +88,25 @@ def finetune_model():
     """VGG16 (random weights, 48 px) + head, block5 unfrozen, as the finetune stage has it."""
     import keras
 
-    from stages import models as M
+    from stages.lib import models
 
     keras.utils.set_random_seed(1)
     conv_base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(48, 48, 3))
-    model = M.vgg16_with_head(conv_base, "imagenet", dense_units=8, dropout=0.0)
-    M.unfreeze(model, ["block5_conv1", "block5_conv2", "block5_conv3"])
+    model = models.vgg16_with_head(conv_base, "imagenet", dense_units=8, dropout=0.0)
+    models.unfreeze(model, ["block5_conv1", "block5_conv2", "block5_conv3"])
     return model
 
 
 def test_bank_holds_block4_outputs_of_the_online_stream(finetune_model):
-    from stages.models import split_frozen_prefix
+    from stages.lib.models import split_frozen_prefix
 
     prefix, _ = split_frozen_prefix(finetune_model)
     assert prefix.layers[-1].name == "block4_pool"
     x, labels, seed, batch = images(10, 48), np.arange(10) % 2, 7, 4
-    online, steps = D.training_batches(10, labels, batch, seed, 2, D.augmented_images(x, seed, CHOLLET))
-    bank = D.build_bank(prefix, x, copies=2, seed=seed, aug_cfg=CHOLLET, batch_size=3)
+    online, steps = datasets.training_batches(10, labels, batch, seed, 2, datasets.augmented_images(x, seed, CHOLLET))
+    bank = datasets.build_bank(prefix, x, copies=2, seed=seed, aug_cfg=CHOLLET, batch_size=3)
     assert bank.shape == (20, *prefix.output.shape[1:])
-    banked, _ = D.training_batches(10, labels, batch, seed, 2, D.bank_inputs(bank, 10))
+    banked, _ = datasets.training_batches(10, labels, batch, seed, 2, datasets.bank_inputs(bank, 10))
     online_x, online_y = collect(online, 2 * steps)  # two epochs: bank copies 0 and 1
     bank_x, bank_y = collect(banked, 2 * steps)
     for images_batch, features, y_online, y_bank in zip(online_x, bank_x, online_y, bank_y):
@@ -117,25 +117,25 @@ def test_bank_holds_block4_outputs_of_the_online_stream(finetune_model):
 def test_first_training_step_is_the_same_on_both_paths(finetune_model):
     import keras
 
-    from stages import models as M
-    from stages.training import compile_binary
+    from stages.lib import models
+    from stages.lib.training import compile_binary
 
     x, labels, seed = images(8, 48), np.arange(8) % 2, 11
     online_model = keras.models.clone_model(finetune_model)
     online_model.set_weights(finetune_model.get_weights())
-    M.unfreeze(online_model, ["block5_conv1", "block5_conv2", "block5_conv3"])
+    models.unfreeze(online_model, ["block5_conv1", "block5_conv2", "block5_conv3"])
     bank_model = keras.models.clone_model(finetune_model)
     bank_model.set_weights(finetune_model.get_weights())
-    M.unfreeze(bank_model, ["block5_conv1", "block5_conv2", "block5_conv3"])
+    models.unfreeze(bank_model, ["block5_conv1", "block5_conv2", "block5_conv3"])
 
-    online_ds, _ = D.training_batches(8, labels, 8, seed, 1, D.augmented_images(x, seed, CHOLLET))
+    online_ds, _ = datasets.training_batches(8, labels, 8, seed, 1, datasets.augmented_images(x, seed, CHOLLET))
     compile_binary(online_model, 1e-3)
     xb, yb = next(iter(online_ds))
     online_model.train_on_batch(xb, yb)
 
-    prefix, suffix = M.split_frozen_prefix(bank_model)
-    bank = D.build_bank(prefix, x, copies=1, seed=seed, aug_cfg=CHOLLET, batch_size=8)
-    bank_ds, _ = D.training_batches(8, labels, 8, seed, 1, D.bank_inputs(bank, 8))
+    prefix, suffix = models.split_frozen_prefix(bank_model)
+    bank = datasets.build_bank(prefix, x, copies=1, seed=seed, aug_cfg=CHOLLET, batch_size=8)
+    bank_ds, _ = datasets.training_batches(8, labels, 8, seed, 1, datasets.bank_inputs(bank, 8))
     compile_binary(suffix, 1e-3)
     fb, yb2 = next(iter(bank_ds))
     suffix.train_on_batch(fb, yb2)

@@ -18,8 +18,8 @@ from PIL import Image, features
 from conftest import synthetic_image
 from stages import split
 from stages.download import inspect, scan
-from stages.images import check_image, decode_resized, to_rgb
-from stages.params import UserError
+from stages.lib.images import check_image, decode_resized, to_rgb
+from stages.lib.params import UserError
 
 SIZE = 32
 

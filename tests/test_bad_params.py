@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from stages import params as P
+from stages.lib.params import ParamError, SCHEMA, load_params, validate_section
 
 REAL = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -27,9 +27,9 @@ def with_value(section: str, key: str, value) -> dict:
 
 
 def test_shipped_params_are_valid():
-    for section in P.SCHEMA:
-        assert P.validate_section(section, REAL[section]) == REAL[section]
-    assert set(P.load(*P.SCHEMA, path=ROOT / "params.yaml")) == set(P.SCHEMA)
+    for section in SCHEMA:
+        assert validate_section(section, REAL[section]) == REAL[section]
+    assert set(load_params(*SCHEMA, path=ROOT / "params.yaml")) == set(SCHEMA)
 
 
 @pytest.mark.parametrize(
@@ -67,16 +67,16 @@ def test_shipped_params_are_valid():
     ],
 )
 def test_bad_value_names_key_value_and_allowed(section, key, value, message):
-    with pytest.raises(P.ParamError) as err:
-        P.validate_section(section, with_value(section, key, value))
+    with pytest.raises(ParamError) as err:
+        validate_section(section, with_value(section, key, value))
     assert str(err.value) == message
 
 
 def test_unknown_key_suggests_the_right_one():
     values = copy.deepcopy(REAL["train_custom"])
     values["epoch"] = values.pop("epochs")
-    with pytest.raises(P.ParamError) as err:
-        P.validate_section("train_custom", values)
+    with pytest.raises(ParamError) as err:
+        validate_section("train_custom", values)
     assert str(err.value) == (
         "train_custom.epoch is not a known param (did you mean train_custom.epochs?); "
         "train_custom takes: batch_size, epochs, learning_rate, lr_decay, early_stopping, restore_best, dropout, augment"
@@ -86,10 +86,10 @@ def test_unknown_key_suggests_the_right_one():
 def test_missing_key_and_non_mapping_section():
     values = copy.deepcopy(REAL["train_custom"])
     del values["dropout"]
-    with pytest.raises(P.ParamError, match=r"^train_custom\.dropout is missing from params\.yaml$"):
-        P.validate_section("train_custom", values)
-    with pytest.raises(P.ParamError, match=r"^train_custom must be a mapping of keys to values, got 5$"):
-        P.validate_section("train_custom", 5)
+    with pytest.raises(ParamError, match=r"^train_custom\.dropout is missing from params\.yaml$"):
+        validate_section("train_custom", values)
+    with pytest.raises(ParamError, match=r"^train_custom must be a mapping of keys to values, got 5$"):
+        validate_section("train_custom", 5)
 
 
 @pytest.mark.parametrize(
@@ -106,13 +106,13 @@ def test_missing_key_and_non_mapping_section():
 def test_bad_file(tmp_path, text, message):
     path = tmp_path / "params.yaml"
     path.write_text(text)
-    with pytest.raises(P.ParamError, match=message):
-        P.load("split", path=path)
+    with pytest.raises(ParamError, match=message):
+        load_params("split", path=path)
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(P.ParamError, match=r"params\.yaml not found: run stages from the project root"):
-        P.load("split", path=tmp_path / "params.yaml")
+    with pytest.raises(ParamError, match=r"params\.yaml not found: run stages from the project root"):
+        load_params("split", path=tmp_path / "params.yaml")
 
 
 # ---------------------------------------------------------------- real stage processes

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages import datasets as D
+from stages.lib import datasets
 
 CHOLLET = {"rotation": 40, "width_shift": 0.2, "height_shift": 0.2, "shear": 0.2, "zoom": 0.2,
            "horizontal_flip": True, "fill_mode": "nearest"}
@@ -30,24 +30,24 @@ def conv_base():
 def shared_bank(conv_base, x, copies):
     """What extract_features writes: block4_pool of K augmented copies, and of the
     un-augmented validation images, stored as float16."""
-    from stages import models as M
+    from stages.lib import models
     from stages.extract_features import BANK_DTYPE
 
-    to_block4, _ = M.vgg16_bank_split(conv_base, "imagenet")
-    train = D.build_bank(to_block4, x, copies, SEED, CHOLLET, 4, dtype=BANK_DTYPE)
+    to_block4, _ = models.vgg16_bank_split(conv_base, "imagenet")
+    train = datasets.build_bank(to_block4, x, copies, SEED, CHOLLET, 4, dtype=BANK_DTYPE)
     val = to_block4(x.astype(np.float32)).numpy().astype(BANK_DTYPE)
-    return {"train": train, "validation": val, "layer": np.array(M.BANK_LAYER), "copies": np.int32(copies)}
+    return {"train": train, "validation": val, "layer": np.array(models.BANK_LAYER), "copies": np.int32(copies)}
 
 
 def test_copy_k_is_the_online_paths_block4_input_of_epoch_k(conv_base):
-    from stages import models as M
+    from stages.lib import models
 
     x = images()
-    to_block4, _ = M.vgg16_bank_split(conv_base, "imagenet")
+    to_block4, _ = models.vgg16_bank_split(conv_base, "imagenet")
     assert to_block4.layers[-1].name == "block4_pool"
     bank = shared_bank(conv_base, x, copies=3)["train"]
     assert bank.dtype == np.float16 and bank.shape == (3 * N, *to_block4.output.shape[1:])
-    online = D.augmented_images(x, SEED, CHOLLET)
+    online = datasets.augmented_images(x, SEED, CHOLLET)
     for k in range(3):
         expected = to_block4(online(k, np.arange(N))).numpy()
         np.testing.assert_allclose(bank[k * N:(k + 1) * N].astype(np.float32), expected, rtol=2e-3, atol=2e-3)
@@ -56,7 +56,7 @@ def test_copy_k_is_the_online_paths_block4_input_of_epoch_k(conv_base):
 def one_step(stage_model, x, labels, bank, tmp_path, monkeypatch):
     """One optimizer step of training.train (epochs 1, one batch) on `bank` (None: the
     per-stage bank, built here as the stages used to)."""
-    from stages import training as T
+    from stages.lib import training
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     monkeypatch.chdir(tmp_path)
@@ -65,13 +65,13 @@ def one_step(stage_model, x, labels, bank, tmp_path, monkeypatch):
     params = {"train": {"seed": SEED, "precision": "float32", "distribute": "none", "devices": []},
               "augmentation": CHOLLET}
     if bank is None:  # the old per-stage bank: the model's own frozen prefix, built in-stage
-        from stages import models as M
+        from stages.lib import models
 
-        prefix, suffix = M.split_frozen_prefix(stage_model)
-        per_stage = D.build_bank(prefix, x, 1, SEED, CHOLLET, 4)
+        prefix, suffix = models.split_frozen_prefix(stage_model)
+        per_stage = datasets.build_bank(prefix, x, 1, SEED, CHOLLET, 4)
         val = prefix(x.astype(np.float32)).numpy()
         bank = {"train": per_stage, "validation": val, "layer": np.array(prefix.layers[-1].name)}
-    run = T.train("step", stage_model, x, labels, x, labels, cfg, params, data_files=(), augment=True, bank=bank)
+    run = training.train("step", stage_model, x, labels, x, labels, cfg, params, data_files=(), augment=True, bank=bank)
     return run.model
 
 
@@ -79,15 +79,15 @@ def one_step(stage_model, x, labels, bank, tmp_path, monkeypatch):
 def test_first_step_on_the_shared_bank_matches_the_per_stage_bank(conv_base, stage, tmp_path, monkeypatch):
     import keras
 
-    from stages import models as M
+    from stages.lib import models
 
     x, labels = images(), np.arange(N) % 2
 
     def fresh():
         keras.utils.set_random_seed(4)
-        model = M.vgg16_with_head(conv_base, "imagenet", dense_units=8, dropout=0.0)
+        model = models.vgg16_with_head(conv_base, "imagenet", dense_units=8, dropout=0.0)
         if stage == "finetune":
-            M.unfreeze(model, ["block5_conv1", "block5_conv2", "block5_conv3"])
+            models.unfreeze(model, ["block5_conv1", "block5_conv2", "block5_conv3"])
         clone = keras.models.clone_model(model)
         clone.set_weights(model.get_weights())
         for a, b in zip(model.layers, clone.layers):
@@ -114,11 +114,11 @@ def test_first_step_on_the_shared_bank_matches_the_per_stage_bank(conv_base, sta
 
 
 def test_a_trainable_layer_below_the_bank_is_refused(conv_base, tmp_path, monkeypatch):
-    from stages import models as M
-    from stages.params import UserError
+    from stages.lib import models
+    from stages.lib.params import UserError
 
-    model = M.vgg16_with_head(conv_base, "imagenet", dense_units=8, dropout=0.0)
-    M.unfreeze(model, ["block4_conv3", "block5_conv1"])
+    model = models.vgg16_with_head(conv_base, "imagenet", dense_units=8, dropout=0.0)
+    models.unfreeze(model, ["block4_conv3", "block5_conv1"])
     x = images()
     with pytest.raises(UserError, match="block4_conv3.* lies below block4_pool.*augment_bank: 0"):
         one_step(model, x, np.arange(N) % 2, shared_bank(conv_base, x, copies=1), tmp_path, monkeypatch)

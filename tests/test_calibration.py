@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.metrics import (
+from stages.lib.metrics import (
     brier_score,
     calibration_error_of_curve,
     expected_calibration_error,

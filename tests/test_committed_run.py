@@ -98,6 +98,6 @@ def test_dvc_status_sees_nothing_else():
 
 
 def test_readme_tables_are_the_committed_metrics():
-    result = subprocess.run([sys.executable, "-m", "stages.readme_table", "--check"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "stages.tools.readme_table", "--check"], cwd=ROOT,
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr

@@ -24,12 +24,15 @@ def imported_modules(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("stages.")}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "stages":  # from stages import datasets as D
-                found |= {f"stages.{a.name}" for a in node.names}
-            elif node.module.startswith("stages."):
-                found.add(node.module)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "stages":
+            for alias in node.names:  # `from stages.lib import datasets` imports a module;
+                submodule = f"{node.module}.{alias.name}"  # `from stages.lib.study import X`, a name
+                found.add(submodule if module_file(submodule).is_file() else node.module)
     return found
+
+
+def module_file(module: str) -> Path:
+    return ROOT / (module.replace(".", "/") + ".py")
 
 
 def module_closure(module: str) -> set[Path]:
@@ -41,8 +44,8 @@ def module_closure(module: str) -> set[Path]:
         if name in seen:
             continue
         seen.add(name)
-        todo += imported_modules(ROOT / (name.replace(".", "/") + ".py"))
-    return {ROOT / (name.replace(".", "/") + ".py") for name in seen}
+        todo += imported_modules(module_file(name))
+    return {module_file(name) for name in seen}
 
 
 def code_deps(stage: dict) -> set[Path]:
@@ -63,9 +66,9 @@ def test_stage_code_deps_are_exactly_what_it_imports(name):
 
 def test_figure_code_is_a_dep_of_the_reporting_stages_only():
     """Editing a figure or the report never reruns a training stage."""
-    users = {name for name, stage in DVC_YAML.items() if ROOT / "stages/report.py" in code_deps(stage)}
+    users = {name for name, stage in DVC_YAML.items() if ROOT / "stages/figures/report.py" in code_deps(stage)}
     assert users == {"evaluate"}
-    users = {name for name, stage in DVC_YAML.items() if ROOT / "stages/data_figures.py" in code_deps(stage)}
+    users = {name for name, stage in DVC_YAML.items() if ROOT / "stages/figures/data.py" in code_deps(stage)}
     assert users == {"split"}
 
 
@@ -75,9 +78,9 @@ def test_the_nine_stages():
 
 
 def test_artifacts_are_the_five_models():
-    """dvc.yaml's `artifacts:` is what stages/study.py declares, one per model, each the
+    """dvc.yaml's `artifacts:` is what stages/lib/study.py declares, one per model, each the
     output of its training stage."""
-    from stages.study import MODEL_NAMES, artifacts
+    from stages.lib.study import MODEL_NAMES, artifacts
 
     assert DVC_FILE["artifacts"] == artifacts()
     assert list(DVC_FILE["artifacts"]) == list(MODEL_NAMES)

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, tiny_params, write_kaggle_folder
-from stages import outputs, split
+from stages.lib import outputs; from stages import split
 from stages.download import scan
 
 TOL = 1e-5  # metrics of two same-seed runs on CPU (observed: bit-identical)

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from stages import params as P
+from stages.lib.params import ParamError, UserError, load_params, validate_section
 
 TIMEOUT = 240  # seconds per stage process; a tiny run takes ~15 s
 # Makes N logical CPU devices (env LOGICAL_CPUS) before TensorFlow initialises, then runs
@@ -36,9 +36,9 @@ for module in sys.argv[1:]:
     runpy.run_module(module, run_name="__main__")
 if os.environ.get("SHARD_CHECK"):  # then print which examples each local replica gets
     import json, numpy as np, yaml
-    from stages import datasets as D, runtime as R
-    strategy = R.strategy(yaml.safe_load(open("params.yaml"))["train"])
-    ds, _ = D.training_batches(10, np.zeros(10), 4, 3, 2, D.plain_inputs(np.arange(10.0)[:, None]))
+    from stages.lib import datasets, runtime
+    strategy = runtime.strategy(yaml.safe_load(open("params.yaml"))["train"])
+    ds, _ = datasets.training_batches(10, np.zeros(10), 4, 3, 2, datasets.plain_inputs(np.arange(10.0)[:, None]))
     for step, (x, y) in enumerate(strategy.experimental_distribute_dataset(ds)):
         local = [t.numpy().ravel().astype(int).tolist() for t in strategy.experimental_local_results(x)]
         print("SHARD", step, json.dumps(local))
@@ -49,35 +49,35 @@ TWO_CPUS = ["/cpu:0", "/cpu:1"]
 # ---------------------------------------------------------------- params and errors
 
 def test_schema_accepts_and_rejects_distribute():
-    base = P.load("train", path=ROOT / "params.yaml")["train"]
+    base = load_params("train", path=ROOT / "params.yaml")["train"]
     assert base["distribute"] == "none" and base["devices"] == []
     for ok in ({"distribute": "mirrored", "devices": TWO_CPUS}, {"distribute": "multi_worker"}):
-        P.validate_section("train", {**base, **ok})
+        validate_section("train", {**base, **ok})
     for bad, phrase in (
         ({"distribute": "horovod"}, "train.distribute must be one of none, mirrored, multi_worker"),
         ({"devices": "/gpu:0"}, "train.devices must be a list"),
         ({"devices": ["/gpu:0", "/gpu:0"]}, "train.devices must be a list of distinct"),
     ):
-        with pytest.raises(P.ParamError, match=phrase):
-            P.validate_section("train", {**base, **bad})
+        with pytest.raises(ParamError, match=phrase):
+            validate_section("train", {**base, **bad})
 
 
 def test_strategy_errors_name_the_problem(monkeypatch):
     import tensorflow as tf
 
-    from stages import runtime as R
+    from stages.lib import runtime
 
-    assert R.strategy({"distribute": "none", "devices": []}) is tf.distribute.get_strategy()
-    with pytest.raises(P.UserError, match="train.devices only applies to train.distribute: mirrored"):
-        R.strategy({"distribute": "none", "devices": ["/gpu:0"]})
-    with pytest.raises(P.UserError, match=r"train.devices: /gpu:7 is not on this machine; it has /cpu:0"):
-        R.strategy({"distribute": "mirrored", "devices": ["/gpu:7"]})
+    assert runtime.strategy({"distribute": "none", "devices": []}) is tf.distribute.get_strategy()
+    with pytest.raises(UserError, match="train.devices only applies to train.distribute: mirrored"):
+        runtime.strategy({"distribute": "none", "devices": ["/gpu:0"]})
+    with pytest.raises(UserError, match=r"train.devices: /gpu:7 is not on this machine; it has /cpu:0"):
+        runtime.strategy({"distribute": "mirrored", "devices": ["/gpu:7"]})
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    with pytest.raises(P.UserError, match="TF_CONFIG is not set"):
-        R.strategy({"distribute": "multi_worker", "devices": []})
+    with pytest.raises(UserError, match="TF_CONFIG is not set"):
+        runtime.strategy({"distribute": "multi_worker", "devices": []})
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {}}')
-    with pytest.raises(P.UserError, match="TF_CONFIG must be JSON like"):
-        R.strategy({"distribute": "multi_worker", "devices": []})
+    with pytest.raises(UserError, match="TF_CONFIG must be JSON like"):
+        runtime.strategy({"distribute": "multi_worker", "devices": []})
 
 
 # ---------------------------------------------------------------- tiny stage runs
@@ -149,7 +149,7 @@ def run_stages(path: Path, stages: str, **env_args) -> str:
 def trained(path: Path, stage: str) -> tuple[list[np.ndarray], dict]:
     import keras
 
-    import stages.models  # noqa: F401  registers VGG16Preprocessing for loading
+    import stages.lib.models  # noqa: F401  registers VGG16Preprocessing for loading
 
     model = keras.models.load_model(path / f"data/models/{stage}.keras", safe_mode=True)
     return [w for w in model.get_weights()], json.loads((path / f"metrics/{stage}.json").read_text())
@@ -166,9 +166,9 @@ def assert_same_training(a, b):
 
 def expected_batches() -> list[list[int]]:
     """The global batches of the SHARD_CHECK stream (10 examples, batch 4, 2 epochs)."""
-    from stages import datasets as D
+    from stages.lib import datasets
 
-    ds, _ = D.training_batches(10, np.zeros(10), 4, 3, 2, D.plain_inputs(np.arange(10.0)[:, None]))
+    ds, _ = datasets.training_batches(10, np.zeros(10), 4, 3, 2, datasets.plain_inputs(np.arange(10.0)[:, None]))
     return [x.numpy().ravel().astype(int).tolist() for x, _ in ds]
 
 

@@ -14,9 +14,9 @@ import pytest
 from keras import layers
 
 from conftest import SHARED_IMAGES
-from stages import models as M
-from stages.export import export_savedmodel
-from stages.images import decode_resized
+from stages.lib import models
+from stages.lib.export import export_savedmodel
+from stages.lib.images import decode_resized
 
 SIZE = 48
 
@@ -37,9 +37,9 @@ LOAD_AND_PREDICT = textwrap.dedent("""
 def vgg16_preprocessing_model() -> keras.Model:
     """Raw pixels -> the custom VGG16Preprocessing layer -> a small conv head."""
     inputs = keras.Input((SIZE, SIZE, 3))
-    x = M.VGG16Preprocessing("imagenet", name="vgg16_preprocessing")(inputs)
+    x = models.VGG16Preprocessing("imagenet", name="vgg16_preprocessing")(inputs)
     x = layers.Conv2D(8, 3, activation="relu")(x)
-    return keras.Model(inputs, M.sigmoid_output(layers.GlobalAveragePooling2D()(x)))
+    return keras.Model(inputs, models.sigmoid_output(layers.GlobalAveragePooling2D()(x)))
 
 
 def test_images() -> np.ndarray:
@@ -54,7 +54,7 @@ def test_images() -> np.ndarray:
 test_images.__test__ = False  # a helper, not a test
 
 
-@pytest.mark.parametrize("build", [lambda: M.custom_convnet(SIZE, 0.5), vgg16_preprocessing_model],
+@pytest.mark.parametrize("build", [lambda: models.custom_convnet(SIZE, 0.5), vgg16_preprocessing_model],
                          ids=["custom_convnet", "vgg16_preprocessing"])
 def test_export_matches_keras_in_a_fresh_process(tmp_path, build):
     keras.utils.set_random_seed(0)
@@ -83,7 +83,7 @@ def test_export_matches_keras_in_a_fresh_process(tmp_path, build):
 def test_export_replaces_the_old_one_atomically_and_checks_the_size(tmp_path):
     import tensorflow as tf
 
-    model = M.custom_convnet(SIZE, 0.0)
+    model = models.custom_convnet(SIZE, 0.0)
     target = tmp_path / "export" / "train_custom"
     target.mkdir(parents=True)
     (target / "stale.txt").write_text("from an older export")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from keras import layers
 
-from stages import models as M
-from stages.gradcam import chain_layers, grad_cam, last_conv_layer
+from stages.lib import models
+from stages.lib.gradcam import chain_layers, grad_cam, last_conv_layer
 
 SIZE = 32
 HALF = SIZE // 2
@@ -39,7 +39,7 @@ def corner_model():
     x = layers.MaxPooling2D(2)(layers.Conv2D(8, 3, activation="relu")(x))
     x = layers.MaxPooling2D(2)(layers.Conv2D(16, 3, activation="relu")(x))
     x = layers.Conv2D(16, 3, activation="relu", name="last_conv")(x)
-    model = keras.Model(inputs, M.sigmoid_output(layers.Flatten()(x)))
+    model = keras.Model(inputs, models.sigmoid_output(layers.Flatten()(x)))
     model.compile(keras.optimizers.Adam(3e-3), "binary_crossentropy", metrics=["accuracy"])
     model.fit(images, labels, epochs=4, batch_size=32, verbose=0)
     return model
@@ -112,14 +112,14 @@ def test_branching_model_is_refused():
     a = layers.Conv2D(4, 3, padding="same", name="a")(inputs)
     b = layers.Conv2D(4, 3, padding="same", name="b")(a)
     x = layers.GlobalAveragePooling2D()(layers.Add()([a, b]))
-    model = keras.Model(inputs, M.sigmoid_output(x))
+    model = keras.Model(inputs, models.sigmoid_output(x))
     with pytest.raises(ValueError, match="not a flat chain"):
         grad_cam(model, np.zeros((2, SIZE, SIZE, 3), np.uint8))
 
 
 def test_no_conv_layer_is_refused():
     inputs = keras.Input((SIZE, SIZE, 3))
-    model = keras.Model(inputs, M.sigmoid_output(layers.Flatten()(inputs)))
+    model = keras.Model(inputs, models.sigmoid_output(layers.Flatten()(inputs)))
     with pytest.raises(ValueError, match="no convolutional layer"):
         grad_cam(model, np.zeros((1, SIZE, SIZE, 3), np.uint8))
 
@@ -133,10 +133,10 @@ def test_vgg16_models(nested):
     conv_base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(48, 48, 3))
     if nested:
         inputs = keras.Input((48, 48, 3))
-        model = keras.Model(inputs, M.dense_head(M.vgg16_extractor(conv_base, "imagenet")(inputs), 16, 0.5))
+        model = keras.Model(inputs, models.dense_head(models.vgg16_extractor(conv_base, "imagenet")(inputs), 16, 0.5))
         assert any(isinstance(layer, keras.Model) for layer in model.layers)
     else:
-        model = M.vgg16_with_head(conv_base, "imagenet", 16, 0.5)
+        model = models.vgg16_with_head(conv_base, "imagenet", 16, 0.5)
     assert last_conv_layer(model) == "block5_conv3"
     assert chain_layers(model)[0].name == "vgg16_preprocessing"
     images = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)

@@ -22,9 +22,9 @@ import pytest
 import yaml
 
 from conftest import ROOT, local_http_server, synthetic_image
-from stages import download as download_stage
-from stages import sources
-from stages.params import UserError
+from stages import download
+from stages.lib import sources
+from stages.lib.params import UserError
 
 REAL = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -304,7 +304,7 @@ def test_the_default_archive_is_a_known_one():
 
 def test_first_source_fails_then_second_works(server, tmp_path, capsys):
     work = tmp_path / "work"
-    used, root, manifest, rejected = download_stage.first_usable_source(
+    used, root, manifest, rejected = download.first_usable_source(
         [f"{server}/missing.zip", f"{server}/good.zip"], work
     )
     assert used == f"{server}/good.zip"
@@ -319,7 +319,7 @@ def test_all_sources_failing_is_one_line_naming_each(server, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(UserError) as err:
-        download_stage.first_usable_source([f"{server}/page.zip", str(empty)], tmp_path / "work")
+        download.first_usable_source([f"{server}/page.zip", str(empty)], tmp_path / "work")
     message = str(err.value)
     assert message.startswith("download.source: none of the 2 sources worked: (1) download.source: ")
     assert "text/html" in message and f"(2) download.source: no usable cat/dog images found in {empty}" in message

@@ -18,13 +18,13 @@ import yaml
 from PIL import Image
 
 from conftest import ROOT, synthetic_image
-from stages import params as P
+from stages.lib.params import ParamError, SCHEMA, load_params, validate_section
 from stages.download import inspect, scan
-from stages.images import check_image, decode_resized
-from stages.outputs import atomic_dir, atomic_path, save_npz, write_csv, write_json
+from stages.lib.images import check_image, decode_resized
+from stages.lib.outputs import atomic_dir, atomic_path, save_npz, write_csv, write_json
 
 REAL = yaml.safe_load((ROOT / "params.yaml").read_text())
-DROPOUT_SECTIONS = [s for s, spec in P.SCHEMA.items() if "dropout" in spec]
+DROPOUT_SECTIONS = [s for s, spec in SCHEMA.items() if "dropout" in spec]
 
 
 # ---------------------------------------------------------------- params
@@ -34,11 +34,11 @@ DROPOUT_SECTIONS = [s for s, spec in P.SCHEMA.items() if "dropout" in spec]
 def test_dropout_of_one_is_refused(section):
     assert len(DROPOUT_SECTIONS) == 4
     values = {**REAL[section], "dropout": 1.0}
-    with pytest.raises(P.ParamError) as err:
-        P.validate_section(section, values)
+    with pytest.raises(ParamError) as err:
+        validate_section(section, values)
     assert str(err.value) == f"{section}.dropout must be a number in [0, 1), got 1.0"
-    assert P.validate_section(section, {**REAL[section], "dropout": 0.999})["dropout"] == 0.999
-    assert P.validate_section(section, {**REAL[section], "dropout": 0})["dropout"] == 0
+    assert validate_section(section, {**REAL[section], "dropout": 0.999})["dropout"] == 0.999
+    assert validate_section(section, {**REAL[section], "dropout": 0})["dropout"] == 0
 
 
 def write_params(folder: Path, params: dict) -> Path:
@@ -51,16 +51,16 @@ def test_misspelt_section_is_refused_with_a_suggestion(tmp_path):
     params = copy.deepcopy(REAL)
     params["train_custm"] = {"epochs": 5}  # meant train_custom.epochs: would be ignored
     path = write_params(tmp_path, params)
-    with pytest.raises(P.ParamError) as err:
-        P.load("split", path=path)
+    with pytest.raises(ParamError) as err:
+        load_params("split", path=path)
     assert str(err.value) == (
         f"{path}: 'train_custm' is not a known section (did you mean 'train_custom'?); the sections are: "
-        + ", ".join(P.SCHEMA)
+        + ", ".join(SCHEMA)
     )
     params = copy.deepcopy(REAL)
     params["notes"] = "mine"
-    with pytest.raises(P.ParamError, match=r"'notes' is not a known section; the sections are: download, split"):
-        P.load("split", path=write_params(tmp_path, params))
+    with pytest.raises(ParamError, match=r"'notes' is not a known section; the sections are: download, split"):
+        load_params("split", path=write_params(tmp_path, params))
 
 
 def test_misspelt_section_stops_a_stage_process_with_one_line(tmp_path):
@@ -74,7 +74,7 @@ def test_misspelt_section_stops_a_stage_process_with_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip() == (
         "error: params.yaml: 'splt' is not a known section (did you mean 'split'?); the sections are: "
-        + ", ".join(P.SCHEMA)
+        + ", ".join(SCHEMA)
     )
 
 
@@ -92,10 +92,10 @@ def test_misspelt_section_stops_a_stage_process_with_one_line(tmp_path):
 def test_source_may_be_a_list(source, problem):
     values = {**REAL["download"], "source": source}
     if problem is None:
-        assert P.validate_section("download", values)["source"] == source
+        assert validate_section("download", values)["source"] == source
     else:
-        with pytest.raises(P.ParamError) as err:
-            P.validate_section("download", values)
+        with pytest.raises(ParamError) as err:
+            validate_section("download", values)
         assert str(err.value) == problem
 
 
@@ -198,15 +198,15 @@ def test_unfreeze_accepts_only_layers_with_weights():
     """`unfreeze: [block5_pool]` used to unfreeze nothing without a word."""
     import keras
 
-    from stages import models as M
-    from stages.params import UserError
+    from stages.lib import models
+    from stages.lib.params import UserError
 
     conv_base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(48, 48, 3))
-    model = M.vgg16_with_head(conv_base, "imagenet", dense_units=4, dropout=0.0)
+    model = models.vgg16_with_head(conv_base, "imagenet", dense_units=4, dropout=0.0)
     with pytest.raises(UserError, match=r"finetune.unfreeze: layer 'block5_pool' has no weights \(nothing to train\); "
                                         r"layers with weights are block1_conv1, .*block5_conv3"):
-        M.unfreeze(model, ["block5_pool"])
+        models.unfreeze(model, ["block5_pool"])
     with pytest.raises(UserError, match="finetune.unfreeze: layer 'block6_conv1' does not exist"):
-        M.unfreeze(model, ["block6_conv1"])
-    M.unfreeze(model, ["block5_conv3"])
+        models.unfreeze(model, ["block6_conv1"])
+    models.unfreeze(model, ["block5_conv3"])
     assert [layer.name for layer in model.layers if layer.trainable and layer.weights] == ["block5_conv3", "dense", "p_dog"]

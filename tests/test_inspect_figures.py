@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.inspect_figures import gradcam_grid, overlay, reliability_diagram
-from stages.metrics import reliability_curve
+from stages.figures.evaluation import gradcam_grid, overlay, reliability_diagram
+from stages.lib.metrics import reliability_curve
 
 
 def test_reliability_diagram_of_several_models(tmp_path):

@@ -98,7 +98,7 @@ def test_features(project):
 
 
 def test_evaluate(project):
-    from stages.metrics import reliability_curve
+    from stages.lib.metrics import reliability_curve
 
     results = read_json(project / "metrics/evaluate.json")
     assert list(results) == [*TRAINING_STAGES, "extended"]
@@ -134,8 +134,8 @@ def test_evaluate(project):
 def test_extended_metrics_are_each_models_score_on_the_extended_images(project):
     import keras
 
-    import stages.models  # noqa: F401  (registers the project's layers)
-    from stages.metrics import binary_metrics
+    import stages.lib.models  # noqa: F401  (registers the project's layers)
+    from stages.lib.metrics import binary_metrics
 
     with np.load(project / "data/split/arrays/extended.npz", allow_pickle=False) as extended:
         images, labels = extended["images"], extended["labels"]
@@ -172,8 +172,8 @@ def test_report(project):
     computed from its dvclive TSVs, working links, a gallery of errors per model."""
     import re
 
-    from stages.diagnosis import diagnose, read_history
-    from stages.study import DESCRIPTIONS
+    from stages.lib.diagnosis import diagnose, read_history
+    from stages.lib.study import DESCRIPTIONS
 
     text = (project / "plots/report.md").read_text()
     test_part, extended_part = text.split("## Extended test set (4 images)")
@@ -226,7 +226,7 @@ def test_param_change_reruns_only_dependents(project):
 def test_editing_a_figure_reruns_evaluate_only(project):
     """Figures are drawn by `evaluate` alone: a change to the learning-curve function must
     not retrain anything (it used to rerun `split` and all five training stages)."""
-    report = project / "stages/report.py"
+    report = project / "stages/figures/report.py"
     original = report.read_text()
     edited = original.replace('ax.set_xlabel("epoch")', 'ax.set_xlabel("epoch (1-based)")')
     assert edited != original, "the learning-curve function no longer labels its x axis 'epoch'"
@@ -246,7 +246,7 @@ def test_every_saved_model_takes_raw_pixels(project):
     gives the probabilities `evaluate` wrote (computed the same way for all five)."""
     import keras
 
-    import stages.models  # noqa: F401  (registers the project's layers)
+    import stages.lib.models  # noqa: F401  (registers the project's layers)
 
     with np.load(project / "data/split/arrays/test.npz", allow_pickle=False) as test:
         images, files = test["images"], test["files"]

@@ -1,4 +1,4 @@
-"""`python -m stages.predict` in a project folder holding trained models: one line per file,
+"""`python -m stages.tools.predict` in a project folder holding trained models: one line per file,
 JSON Lines, the default model chosen on validation, the pipeline's decoding, exit codes and
 the messages for missing and unknown models."""
 
@@ -18,7 +18,7 @@ from keras import layers
 from PIL import Image
 
 from conftest import ROOT
-from stages.study import MODEL_NAMES
+from stages.lib.study import MODEL_NAMES
 
 SIZE = 48
 
@@ -50,7 +50,7 @@ def project(root: Path, models: dict[str, keras.Model] | None = None, metrics: d
 
 def predict(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", "stages.predict", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "stages.tools.predict", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -1,4 +1,4 @@
-"""`python -m stages.readme_table` on a temporary README and a fake metrics file."""
+"""`python -m stages.tools.readme_table` on a temporary README and a fake metrics file."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from stages import readme_table as T
-from stages.study import MODEL_NAMES as MODELS
+from stages.tools import readme_table
+from stages.lib.study import MODEL_NAMES as MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,12 +54,12 @@ def fake_metrics(path: Path, models=MODELS, extended: bool = True) -> dict:
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "stages.readme_table", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "stages.tools.readme_table", *args], cwd=cwd, env=env,
                           capture_output=True, text=True)
 
 
 def table_rows(text: str) -> list[list[str]]:
-    block = text.split(T.START)[1].split(T.END)[0]
+    block = text.split(readme_table.START)[1].split(readme_table.END)[0]
     return [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines() if line.startswith("| ")]
 
 
@@ -73,9 +73,9 @@ def test_fills_the_table_between_the_markers(tmp_path):
     assert result.returncode == 0, result.stderr
     text = (tmp_path / "README.md").read_text()
     assert "stale" not in text and "old | row" not in text
-    before, between = README.split(T.START)[0], README.split(T.END)[1].split(T.STAGES_START)[0]
-    assert text.startswith(before + T.START + "\n") and (T.END + between + T.STAGES_START + "\n") in text
-    assert text.endswith(T.STAGES_END + "\n")
+    before, between = README.split(readme_table.START)[0], README.split(readme_table.END)[1].split(readme_table.STAGES_START)[0]
+    assert text.startswith(before + readme_table.START + "\n") and (readme_table.END + between + readme_table.STAGES_START + "\n") in text
+    assert text.endswith(readme_table.STAGES_END + "\n")
     assert (tmp_path / "README.md").stat().st_mode & 0o777 == 0o644
 
     rows = table_rows(text)
@@ -115,7 +115,7 @@ def test_no_extended_test_set_is_a_dash(tmp_path):
     """split.extended_per_class: 0 (or nothing left over): evaluate writes no "extended"."""
     (tmp_path / "README.md").write_text(README)
     fake_metrics(tmp_path / "evaluate.json", extended=False)
-    assert T.main(["--readme", str(tmp_path / "README.md"), "--metrics", str(tmp_path / "evaluate.json")]) == 0
+    assert readme_table.main(["--readme", str(tmp_path / "README.md"), "--metrics", str(tmp_path / "evaluate.json")]) == 0
     text = (tmp_path / "README.md").read_text()
     body = {row[1].strip("`"): row for row in table_rows(text)[2:]}
     assert list(body) == list(MODELS) and all(row[4] == "-" for row in body.values())
@@ -131,22 +131,22 @@ def test_missing_metrics_file_says_so(tmp_path):
 
 
 @pytest.mark.parametrize("readme", [
-    README.replace(T.START + "\n", ""),
-    README.replace(T.END + "\n", ""),
-    README + T.START + "\n" + T.END + "\n",
-    README.replace(T.START, "XX").replace(T.END, T.START).replace("XX", T.END),
+    README.replace(readme_table.START + "\n", ""),
+    README.replace(readme_table.END + "\n", ""),
+    README + readme_table.START + "\n" + readme_table.END + "\n",
+    README.replace(readme_table.START, "XX").replace(readme_table.END, readme_table.START).replace("XX", readme_table.END),
 ])
 def test_bad_markers_are_an_error(tmp_path, readme):
     (tmp_path / "README.md").write_text(readme)
     fake_metrics(tmp_path / "evaluate.json")
-    assert T.main(["--readme", str(tmp_path / "README.md"), "--metrics", str(tmp_path / "evaluate.json")]) == 1
+    assert readme_table.main(["--readme", str(tmp_path / "README.md"), "--metrics", str(tmp_path / "evaluate.json")]) == 1
     assert (tmp_path / "README.md").read_text() == readme
 
 
 def test_a_model_absent_from_metrics_is_shown_as_such(tmp_path):
     (tmp_path / "README.md").write_text(README)
     fake_metrics(tmp_path / "evaluate.json", models=MODELS[:2])
-    assert T.main(["--readme", str(tmp_path / "README.md"), "--metrics", str(tmp_path / "evaluate.json")]) == 0
+    assert readme_table.main(["--readme", str(tmp_path / "README.md"), "--metrics", str(tmp_path / "evaluate.json")]) == 0
     body = {row[1].strip("`"): row for row in table_rows((tmp_path / "README.md").read_text())[2:]}
     assert body["train_custom"][2].startswith("0.700 (")
     assert body["finetune"][2].startswith("not in ")
@@ -167,7 +167,7 @@ def test_stage_table_from_the_stage_metrics(tmp_path):
         if stage == "train_custom_aug":
             m["restored_epoch"] = 21
         (metrics / f"{stage}.json").write_text(json.dumps(m))
-    block = T.stage_table(metrics)
+    block = readme_table.stage_table(metrics)
     rows = {r[0]: r for r in (line.strip("|").split("|") for line in block.splitlines() if line.startswith("| `"))}
     assert [c.strip() for c in rows[" `train_custom_aug` "][1:4]] == ["31 (21)", "0.800", "1.0 min"]
     assert [c.strip() for c in rows[" `train_custom` "][1:3]] == ["30 (30)", "0.700"]
@@ -180,7 +180,7 @@ def test_stage_table_from_the_stage_metrics(tmp_path):
                                            (970, ".975: short by .005")])
 def test_bar_cell_counts_exactly_at_the_bar(correct, cell):
     # accuracy as evaluate computes it, a count over 1000: 975/1000 meets .975 whatever its float
-    assert T.bar_cell("finetune", {"accuracy": correct / 1000}) == cell
-    assert T.bar_cell("train_custom", {"accuracy": 0.72}) == ".72: met"
-    assert T.bar_cell("not_a_model", {"accuracy": 0.5}) == "-"
-    assert T.bar_cell("finetune", {}) == ".975: -"
+    assert readme_table.bar_cell("finetune", {"accuracy": correct / 1000}) == cell
+    assert readme_table.bar_cell("train_custom", {"accuracy": 0.72}) == ".72: met"
+    assert readme_table.bar_cell("not_a_model", {"accuracy": 0.5}) == "-"
+    assert readme_table.bar_cell("finetune", {}) == ".975: -"

@@ -1,6 +1,6 @@
 """Smoke test on real Kaggle photos and the real ImageNet VGG16 weights (from ../shared):
 `dvc repro split` runs download and split for real on 40 images in a temporary project;
-then `python -m stages.predict` on a few of those photos."""
+then `python -m stages.tools.predict` on a few of those photos."""
 
 from __future__ import annotations
 
@@ -78,21 +78,21 @@ def test_real_weights_converted_and_loadable(project):
 
 @needs_shared
 def test_predict_on_real_photos(project):
-    """`python -m stages.predict` on real JPEGs, end to end (decoding, model loading, output),
+    """`python -m stages.tools.predict` on real JPEGs, end to end (decoding, model loading, output),
     with a random-init network: only the path is exercised, its answers mean nothing. They
     must be that network's answers on the images exactly as `split` decoded them."""
     import keras
 
-    from stages import models as M
+    from stages.lib import models
 
     keras.utils.set_random_seed(0)
-    model = M.custom_convnet(150, 0.5)
+    model = models.custom_convnet(150, 0.5)
     (project / "data/models").mkdir(parents=True, exist_ok=True)
     model.save(project / "data/models/train_custom.keras")
     test_images = project / "data/split/images/test"
     photos = sorted((test_images / "cats").glob("*.jpg"))[:3] + sorted((test_images / "dogs").glob("*.jpg"))[:3]
     env = {**os.environ, "PYTHONPATH": str(project), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, "-m", "stages.predict", *map(str, photos), "--model", "train_custom",
+    result = subprocess.run([sys.executable, "-m", "stages.tools.predict", *map(str, photos), "--model", "train_custom",
                              "--json"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     answers = [json.loads(line) for line in result.stdout.splitlines()]

@@ -9,18 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages import report as R
-from stages.diagnosis import diagnose, read_history
-from stages.metrics import binary_metrics, brier_score, expected_calibration_error
+from stages.figures import report
+from stages.lib.diagnosis import diagnose, read_history
+from stages.lib.metrics import binary_metrics, brier_score, expected_calibration_error
 
 
 def test_confident_errors_order_and_limit():
     labels = np.array([0, 0, 1, 1, 0, 1])
     probs = np.array([0.9, 0.2, 0.05, 0.6, 0.55, 0.45])  # wrong: 0 (.4), 2 (.45), 4 (.05), 5 (.05)
-    assert R.confident_errors(labels, probs, k=10).tolist() == [2, 0, 4, 5]
-    assert R.confident_errors(labels, probs, k=2).tolist() == [2, 0]
-    assert R.confident_errors(labels, labels * 1.0, k=5).tolist() == []
-    assert R.confident_errors(labels, 1.0 - labels, k=3).tolist() == [0, 1, 2]
+    assert report.confident_errors(labels, probs, k=10).tolist() == [2, 0, 4, 5]
+    assert report.confident_errors(labels, probs, k=2).tolist() == [2, 0]
+    assert report.confident_errors(labels, labels * 1.0, k=5).tolist() == []
+    assert report.confident_errors(labels, 1.0 - labels, k=3).tolist() == [0, 1, 2]
 
 
 def test_gallery_matches_images_by_file(tmp_path):
@@ -30,17 +30,17 @@ def test_gallery_matches_images_by_file(tmp_path):
     order = np.array([5, 4, 3, 2, 1, 0])  # predictions in another order than the images
     probs = np.array([0.1, 0.2, 0.3, 0.99, 0.4, 0.4])  # wrong: f5 (.1), f4 (.2), f3 (.3), f2 (.99)
     shown = []
-    real_grid = R.image_grid
+    real_grid = report.image_grid
 
     def spy(images, titles, path, title, columns=8):
         shown.append((images, titles))
         real_grid(images, titles, path, title, columns)
 
-    R.image_grid = spy
+    report.image_grid = spy
     try:
-        n = R.misclassified_gallery("m", test, test["files"][order], test["labels"][order], probs, tmp_path / "g.png")
+        n = report.misclassified_gallery("m", test, test["files"][order], test["labels"][order], probs, tmp_path / "g.png")
     finally:
-        R.image_grid = real_grid
+        report.image_grid = real_grid
     assert n == 4
     images, titles = shown[0]
     assert [t.split("\n")[0] for t in titles] == ["f2.jpg", "f5.jpg", "f4.jpg", "f3.jpg"]
@@ -49,7 +49,7 @@ def test_gallery_matches_images_by_file(tmp_path):
     assert titles[1] == "f5.jpg\ndog called cat, P(dog) 0.100"
     assert (tmp_path / "g.png").stat().st_size > 1000
 
-    none = R.misclassified_gallery("m", test, test["files"], test["labels"], test["labels"] * 1.0, tmp_path / "n.png")
+    none = report.misclassified_gallery("m", test, test["files"], test["labels"], test["labels"] * 1.0, tmp_path / "n.png")
     assert none == 0 and (tmp_path / "n.png").stat().st_size > 500
 
 
@@ -78,7 +78,7 @@ def test_study_report(tmp_path):
     for f in ("accuracy.png", "roc.png", "confusion.png", "reliability.png",
               *(f"{kind}_{name}.png" for name in curves for kind in ("misclassified", "gradcam"))):
         (plots / "evaluate" / f).write_bytes(b"png")
-    R.stage_curves(list(curves), plots, plots / "evaluate")
+    report.stage_curves(list(curves), plots, plots / "evaluate")
     rng = np.random.default_rng(1)
     labels = np.repeat([0, 1], 20)
     results = {}
@@ -89,13 +89,13 @@ def test_study_report(tmp_path):
     extended = {"a": {"accuracy": 0.9, "accuracy_ci_low": 0.88, "accuracy_ci_high": 0.92, "roc_auc": 0.95, "n": 1000},
                 "b": {"accuracy": 0.8, "accuracy_ci_low": 0.77, "accuracy_ci_high": 0.83, "roc_auc": None, "n": 1000}}
 
-    text = R.study_report(results, {"a": "model A", "b": "model B"}, plots, plots / "report.md", extended)
+    text = report.study_report(results, {"a": "model A", "b": "model B"}, plots, plots / "report.md", extended)
     assert (plots / "report.md").read_text() == text
     assert "## Extended test set (1000 images)" in text
     assert "| model A | `a` | 0.900 (0.880-0.920) | 0.950 | 1000 |" in text.splitlines()
     assert "| model B | `b` | 0.800 (0.770-0.830) | - | 1000 |" in text.splitlines()  # AUC of one class: none
     assert "15 equal-width bins" in text
-    without = R.study_report(results, {}, plots, plots / "report.md")
+    without = report.study_report(results, {}, plots, plots / "report.md")
     assert "Extended test set" not in without
 
     for stage in curves:
@@ -117,11 +117,11 @@ def test_study_report(tmp_path):
 
 
 def test_study_report_names_a_missing_history(tmp_path):
-    from stages.params import UserError
+    from stages.lib.params import UserError
 
     results = {"a": binary_metrics(np.array([0, 1]), np.array([0.2, 0.7]))}
     with pytest.raises(UserError, match="loss.tsv not found"):
-        R.study_report(results, {}, tmp_path, tmp_path / "report.md")
+        report.study_report(results, {}, tmp_path, tmp_path / "report.md")
 
 
 def test_gradcam_choice_errors_then_the_most_confident_right_cats_and_dogs():

@@ -112,7 +112,7 @@ def test_resumed_model_loads_and_checkpoint_is_gone(resumed):
     project, _, _ = resumed
     import keras
 
-    import stages.models  # noqa: F401  (registers the project's layers)
+    import stages.lib.models  # noqa: F401  (registers the project's layers)
 
     model = keras.models.load_model(project / "data/models/train_custom.keras", safe_mode=True)
     with np.load(project / "data/split/arrays/validation.npz", allow_pickle=False) as v:
@@ -139,10 +139,10 @@ def test_param_change_after_kill_starts_fresh(resumed, killed):
 
 def test_unreadable_checkpoint_is_reported_not_fatal(tmp_path, monkeypatch, capsys):
     """A checkpoint that cannot be read (disk full, a copy gone wrong) is said and ignored."""
-    from stages import training as T
+    from stages.lib import training
 
     monkeypatch.chdir(tmp_path)
-    checkpoint = T.Checkpoint("train_custom", "key", [])
+    checkpoint = training.Checkpoint("train_custom", "key", [])
     assert checkpoint.restore() == (None, [])
     assert capsys.readouterr().out == "", "no checkpoint: nothing to say"
     checkpoint.dir.mkdir(parents=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from stages.params import UserError
+from stages.lib.params import UserError
 from stages.split import assign, deduplicate, extended
 
 CFG = {"train_per_class": 3, "val_per_class": 2, "test_per_class": 1, "order": "id", "seed": 1, "image_size": 48,

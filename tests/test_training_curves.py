@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages import report
+from stages.figures import report
 
 
 def history(epochs: int) -> list[dict]:

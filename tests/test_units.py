@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from stages.metrics import binary_metrics, roc_auc, roc_curve, wilson_interval
-from stages.outputs import atomic_dir, atomic_path, write_json
-from stages.runtime import resolve_precision
+from stages.lib.metrics import binary_metrics, roc_auc, roc_curve, wilson_interval
+from stages.lib.outputs import atomic_dir, atomic_path, write_json
+from stages.lib.runtime import resolve_precision
 
 
 @pytest.mark.parametrize(
@@ -81,14 +81,14 @@ def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
 def test_saved_models_take_raw_pixels_and_reload_safely(tmp_path):
     import keras
 
-    from stages import models as M
+    from stages.lib import models
 
     keras.utils.set_random_seed(0)
     conv_base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(48, 48, 3))
-    model = M.vgg16_with_head(conv_base, "imagenet", 8, 0.5)
+    model = models.vgg16_with_head(conv_base, "imagenet", 8, 0.5)
     x = np.random.default_rng(0).integers(0, 256, (2, 48, 48, 3)).astype(np.float32)
     model.save(tmp_path / "m.keras")
-    again = M.load(tmp_path / "m.keras")
+    again = models.load(tmp_path / "m.keras")
     np.testing.assert_allclose(model.predict(x, verbose=0), again.predict(x, verbose=0), rtol=1e-5)
     assert not any(layer.trainable_weights for layer in again.layers if layer.name.startswith("block"))
 
@@ -96,7 +96,7 @@ def test_saved_models_take_raw_pixels_and_reload_safely(tmp_path):
 def test_imagenet_preprocessing_matches_keras():
     import keras
 
-    from stages.models import VGG16Preprocessing
+    from stages.lib.models import VGG16Preprocessing
 
     x = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
     expected = keras.applications.vgg16.preprocess_input(x.copy())
@@ -110,29 +110,29 @@ def inverted_toy_run(tmp_path, monkeypatch, epochs: int):
     early. Returns (model, make_train_ds, val_ds) for training.fit, run in tmp_path."""
     import keras
 
-    from stages import datasets as D, models as M, training as T
+    from stages.lib import datasets, models, training
 
     monkeypatch.chdir(tmp_path)  # fit writes plots/<stage> and data/checkpoints/<stage> here
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 4)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.uint8)
-    model = M.feature_classifier((4,), dense_units=8, dropout=0.0)
-    T.compile_binary(model, 0.05)
+    model = models.feature_classifier((4,), dense_units=8, dropout=0.0)
+    training.compile_binary(model, 0.05)
 
     def make_train_ds(start):
-        return D.training_batches(64, y, 16, 0, epochs, D.plain_inputs(x), start)
+        return datasets.training_batches(64, y, 16, 0, epochs, datasets.plain_inputs(x), start)
 
-    return model, make_train_ds, D.eval_batches(x, 1 - y, 16)
+    return model, make_train_ds, datasets.eval_batches(x, 1 - y, 16)
 
 
 def test_early_stopping_stops_and_restores_the_best_weights(tmp_path, monkeypatch):
     """Patience 1 must stop long before 20 epochs and keep the weights of the best
     (first) epoch."""
-    from stages import training as T
+    from stages.lib import training
 
     model, make_train_ds, val_ds = inverted_toy_run(tmp_path, monkeypatch, epochs=20)
-    model, history = T.fit("early", model, make_train_ds, val_ds, epochs=20, early_stopping=1, key="k")
+    model, history = training.fit("early", model, make_train_ds, val_ds, epochs=20, early_stopping=1, key="k")
     assert len(history) < 20
     best = min(history, key=lambda r: r["val_loss"])
     restored = model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]
@@ -142,30 +142,30 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path, monkeypatc
 def test_restore_best_keeps_the_lowest_val_loss_epoch_across_a_resume(tmp_path, monkeypatch):
     """A run interrupted after 3 of 6 epochs and resumed must still end with the weights
     of the best epoch, which only the checkpoint remembers."""
-    from stages import training as T
+    from stages.lib import training
 
     model, make_train_ds, val_ds = inverted_toy_run(tmp_path, monkeypatch, epochs=6)
-    _, first = T.fit("best", model, make_train_ds, val_ds, epochs=3, early_stopping=0, key="k", restore_best=True)
+    _, first = training.fit("best", model, make_train_ds, val_ds, epochs=3, early_stopping=0, key="k", restore_best=True)
     assert len(first) == 3
     assert [p.name for p in (tmp_path / "data/checkpoints/best").glob("best-*")] == [
-        f"best-{T.best_epoch(first)}.weights.h5"]
-    model, history = T.fit("best", model, make_train_ds, val_ds, epochs=6, early_stopping=0, key="k",
+        f"best-{training.best_epoch(first)}.weights.h5"]
+    model, history = training.fit("best", model, make_train_ds, val_ds, epochs=6, early_stopping=0, key="k",
                            restore_best=True)
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5, 6]
-    best = T.best_epoch(history)
+    best = training.best_epoch(history)
     assert best <= 3  # an epoch from before the resume
-    assert T.restored({"restore_best": True, "early_stopping": 0}, history) == {"restored_epoch": best}
+    assert training.restored({"restore_best": True, "early_stopping": 0}, history) == {"restored_epoch": best}
     restored = model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]
     assert restored == pytest.approx(history[best - 1]["val_loss"], rel=1e-4)
     assert restored < history[-1]["val_loss"]
 
 
 def test_without_restore_best_the_last_epoch_is_kept(tmp_path, monkeypatch):
-    from stages import training as T
+    from stages.lib import training
 
     model, make_train_ds, val_ds = inverted_toy_run(tmp_path, monkeypatch, epochs=4)
-    model, history = T.fit("last", model, make_train_ds, val_ds, epochs=4, early_stopping=0, key="k")
+    model, history = training.fit("last", model, make_train_ds, val_ds, epochs=4, early_stopping=0, key="k")
     assert not list((tmp_path / "data/checkpoints/last").glob("best-*"))
-    assert T.restored({"restore_best": False, "early_stopping": 0}, history) == {}
+    assert training.restored({"restore_best": False, "early_stopping": 0}, history) == {}
     final = model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]
     assert final == pytest.approx(history[-1]["val_loss"], rel=1e-4)

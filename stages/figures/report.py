@@ -15,8 +15,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from stages.images import CLASSES  # noqa: E402
-from stages.outputs import save_figure  # noqa: E402
+from stages.lib.images import CLASSES  # noqa: E402
+from stages.lib.outputs import save_figure  # noqa: E402
 
 
 def training_curves(history: list[dict], title: str, path: Path) -> None:
@@ -57,7 +57,7 @@ def image_grid(images: np.ndarray, titles: list[str], path: Path, title: str, co
 
 def evaluation_figures(results: dict, predictions: dict, out_dir: Path) -> None:
     """Test accuracy per model (with 95% intervals), ROC curves, confusion matrices."""
-    from stages.metrics import roc_curve
+    from stages.lib.metrics import roc_curve
 
     names = list(results)
     acc = np.array([results[m]["accuracy"] for m in names])
@@ -168,8 +168,8 @@ def curves_file(evaluate_dir: Path, stage: str) -> Path:
 
 def stage_curves(stages: list[str], plots_dir: Path, evaluate_dir: Path) -> None:
     """Learning curves (PNG) of each training stage, from its dvclive history."""
-    from stages.diagnosis import read_history
-    from stages.params import UserError
+    from stages.lib.diagnosis import read_history
+    from stages.lib.params import UserError
 
     for stage in stages:
         try:
@@ -181,8 +181,8 @@ def stage_curves(stages: list[str], plots_dir: Path, evaluate_dir: Path) -> None
 
 def training_diagnoses(stages: list[str], plots_dir: Path) -> dict:
     """stage -> Diagnosis, each from the stage's dvclive TSVs under plots_dir/<stage>."""
-    from stages.diagnosis import diagnose, read_history
-    from stages.params import UserError
+    from stages.lib.diagnosis import diagnose, read_history
+    from stages.lib.params import UserError
 
     try:
         return {s: diagnose(read_history(plots_dir / s)) for s in stages}
@@ -196,9 +196,9 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
     per model with their calibration, the metrics on the extended test set (when given), the
     figures, a diagnosis per training run computed from its history, and per model the
     gallery of confident errors and its Grad-CAM heatmaps. Links are relative to `path`."""
-    from stages import diagnosis as G
-    from stages.metrics import CALIBRATION_BINS
-    from stages.outputs import write_text
+    from stages.lib import diagnosis
+    from stages.lib.metrics import CALIBRATION_BINS
+    from stages.lib.outputs import write_text
 
     def link(target: Path) -> str:
         return Path(os.path.relpath(target, path.parent)).as_posix()
@@ -209,7 +209,7 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
     lines = [
         "# Cats vs. dogs: results",
         "",
-        "Written by the `evaluate` stage (`stages/report.py`) from the test predictions and the",
+        "Written by the `evaluate` stage (`stages/figures/report.py`) from the test predictions and the",
         "training histories; do not edit, run `dvc repro`.",
         "",
         f"## Test split ({n} images)",
@@ -251,10 +251,10 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
     lines += [f"- `{stage}`: {d.line}" for stage, d in diagnoses.items()]
     lines += [
         "",
-        f"Thresholds (`stages/diagnosis.py`): overfitting = val_loss, smoothed over {G.SMOOTH} epochs, ends at "
-        f"least {G.RISE:.0%} above its minimum while training loss ends at least {G.TRAIN_FALL:.0%} below its "
-        f"value at that minimum; still improving = minimum in the last {G.NEAR_END} epochs and the val_loss "
-        f"trend over the last {G.TREND_WINDOW} epochs falls by at least {G.IMPROVING:.0%}; stable = neither.",
+        f"Thresholds (`stages/lib/diagnosis.py`): overfitting = val_loss, smoothed over {diagnosis.SMOOTH} epochs, ends at "
+        f"least {diagnosis.RISE:.0%} above its minimum while training loss ends at least {diagnosis.TRAIN_FALL:.0%} below its "
+        f"value at that minimum; still improving = minimum in the last {diagnosis.NEAR_END} epochs and the val_loss "
+        f"trend over the last {diagnosis.TREND_WINDOW} epochs falls by at least {diagnosis.IMPROVING:.0%}; stable = neither.",
         "",
         "## Most confidently misclassified test images, and where each model looked",
         "",

@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from stages.images import CLASSES, SPLITS  # noqa: E402
-from stages.outputs import save_figure  # noqa: E402
+from stages.lib.images import CLASSES, SPLITS  # noqa: E402
+from stages.lib.outputs import save_figure  # noqa: E402
 
 
 def data_figures(index: pd.DataFrame, split_dir: Path, out_dir: Path) -> None:

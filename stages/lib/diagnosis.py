@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.study import HISTORY_KEYS
+from stages.lib.study import HISTORY_KEYS
 
 RISE = 0.10  # val_loss this far (relative) above its minimum = a clear rise
 SMOOTH = 3  # val_loss is averaged over this many trailing epochs before measuring its rise

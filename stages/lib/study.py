@@ -55,7 +55,7 @@ def model_file(stage: str) -> Path:
 
 
 def export_dir(stage: str) -> Path:
-    """The model's TensorFlow SavedModel (stages/export.py; signature serving_default)."""
+    """The model's TensorFlow SavedModel (stages/lib/export.py; signature serving_default)."""
     return EXPORT_DIR / stage
 
 

@@ -9,7 +9,7 @@ size, and returns P(dog) per image:
 Preprocessing (rescaling, or VGG16's BGR mean subtraction) is a layer inside every model,
 so the signature only casts to float32; the SavedModel holds the traced graph and weights,
 and needs neither Keras nor the custom `VGG16Preprocessing` class to load. The images must
-be resized to S x S as the pipeline does (stages/images.py `decode_resized`: bilinear,
+be resized to S x S as the pipeline does (stages/lib/images.py `decode_resized`: bilinear,
 aspect not kept); another size is refused (InvalidArgumentError).
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from stages.outputs import atomic_dir
+from stages.lib.outputs import atomic_dir
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"

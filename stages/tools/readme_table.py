@@ -2,8 +2,8 @@
 (epochs, epoch kept, wall time, images/s, CPU, precision) from metrics/<stage>.json; never
 by hand:
 
-    python -m stages.readme_table            # rewrite the table in README.md
-    python -m stages.readme_table --check    # exit 1 if README.md's table is out of date
+    python -m stages.tools.readme_table            # rewrite the table in README.md
+    python -m stages.tools.readme_table --check    # exit 1 if README.md's table is out of date
 
 The table sits between the lines `<!-- results:start -->` and `<!-- results:end -->`; only
 that block is rewritten. Beside our test accuracy (95% Wilson interval) it lists the
@@ -94,7 +94,7 @@ def extended_cell(r) -> str:
 
 def table(results: dict, metrics_path: Path = METRICS) -> str:
     """The Markdown block between the markers (without them)."""
-    from stages.study import DESCRIPTIONS, MODEL_NAMES
+    from stages.lib.study import DESCRIPTIONS, MODEL_NAMES
 
     extended = results.get(EXTENDED) if isinstance(results.get(EXTENDED), dict) else {}
     models = {k: v for k, v in results.items() if k != EXTENDED}
@@ -115,7 +115,7 @@ def table(results: dict, metrics_path: Path = METRICS) -> str:
     rows += [
         "",
         f"Our accuracy: on the test split (n = {n}), with its 95% Wilson interval, from "
-        f"`{metrics_path.as_posix()}` by `python -m stages.readme_table`. Bar: the test accuracy this model must "
+        f"`{metrics_path.as_posix()}` by `python -m stages.tools.readme_table`. Bar: the test accuracy this model must "
         "reach at the defaults (issue 16), and whether it does. Extended test accuracy (n images): "
         "on the downloaded images that no split uses, at most `split.extended_per_class` per class, never used "
         "for any choice (95% intervals in `plots/report.md`)"
@@ -130,7 +130,7 @@ def table(results: dict, metrics_path: Path = METRICS) -> str:
 def stage_table(metrics_dir: Path) -> str:
     """The per-stage block: how each stage of the committed run trained and what it cost,
     from metrics/<stage>.json (epochs, epoch kept, wall time, images/s, CPU, precision)."""
-    from stages.study import MODEL_NAMES
+    from stages.lib.study import MODEL_NAMES
 
     rows = ["| stage | epochs (kept) | val accuracy (kept epoch) | wall | s/epoch | train images/s | CPU | precision |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -155,7 +155,7 @@ def stage_table(metrics_dir: Path) -> str:
         rows.append(f"| `{stage}` | {m['epochs_run']} ({kept}) | {val:.3f} | {wall} | {m['seconds_per_epoch']:.1f} | "
                     f"{m['train_images_per_second']:.0f} | {machine} | {m.get('precision', '?')} |")
     rows += ["", f"Training and feature extraction: {total / 60:.0f} min in all, from `{metrics_dir.as_posix()}/*.json` "
-             "by `python -m stages.readme_table`. A stage that kept its best epoch (`restore_best`) shows that "
+             "by `python -m stages.tools.readme_table`. A stage that kept its best epoch (`restore_best`) shows that "
              "epoch's validation accuracy."]
     return "\n".join(rows)
 
@@ -189,12 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.check:
         if after != before:
-            print(f"{args.readme}: results table out of date; run python -m stages.readme_table", file=sys.stderr)
+            print(f"{args.readme}: results table out of date; run python -m stages.tools.readme_table", file=sys.stderr)
             return 1
         print(f"{args.readme}: results table up to date")
         return 0
     if after != before:
-        from stages.outputs import atomic_path
+        from stages.lib.outputs import atomic_path
 
         mode = args.readme.stat().st_mode & 0o7777
         with atomic_path(args.readme) as tmp:  # atomic, and keeps the README's permissions

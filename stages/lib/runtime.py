@@ -1,5 +1,5 @@
 """Runtime set-up shared by every stage that runs TensorFlow: seed, precision policy and
-the tf.distribute strategy. Apart from the fit loop (stages/training.py) so that a stage
+the tf.distribute strategy. Apart from the fit loop (stages/lib/training.py) so that a stage
 that only runs inference (extract_features) depends on this alone."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import keras
 import tensorflow as tf
 
-from stages.params import UserError
+from stages.lib.params import UserError
 
 
 # ---------------------------------------------------------------- runtime

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import shutil
 import stat
 import time
 import urllib.error
@@ -24,7 +23,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stages.params import UserError
+from stages.lib.params import UserError
 
 # Keras' own published hash of its notop VGG16 file (keras/src/applications/vgg16.py).
 KERAS_VGG16_NOTOP_URL = (

@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
-from stages.params import UserError
+from stages.lib.params import UserError
 
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 

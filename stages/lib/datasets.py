@@ -18,9 +18,9 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from stages.augment import N_UNIFORMS, augment
-from stages.params import UserError
-from stages.study import ARRAYS_DIR
+from stages.lib.augment import N_UNIFORMS, augment
+from stages.lib.params import UserError
+from stages.lib.study import ARRAYS_DIR
 
 PARALLEL = os.cpu_count() or 1
 

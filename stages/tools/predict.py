@@ -1,6 +1,6 @@
 """Is it a cat or a dog? The study's trained models on your own photos.
 
-    python -m stages.predict PATH... [--model NAME] [--json]
+    python -m stages.tools.predict PATH... [--model NAME] [--json]
 
 PATH: image files, or folders searched recursively for image files by name (.jpg, .png,
 ...; hidden files such as macOS `._x.jpg` are skipped). One line per file on stdout:
@@ -12,7 +12,7 @@ tab-separated: the file, P(dog) and the label (dog when P(dog) >= 0.5, as `evalu
 counts), or `-` and why the file could not be read. With --json, one JSON object per line
 (JSON Lines) with the keys file, model, p_dog, label, error (null where not applicable).
 
-Each image is decoded exactly as the pipeline decodes its data (stages/images.py: EXIF
+Each image is decoded exactly as the pipeline decodes its data (stages/lib/images.py: EXIF
 rotation, alpha on white, CMYK and 16-bit to 8-bit RGB, resized to params.yaml
 `split.image_size`), so a photo gets the input its model was trained and tested on.
 
@@ -37,9 +37,9 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from stages import params as P
-from stages.images import CLASSES, FORMATS, check_image, decode_resized
-from stages.study import MODEL_NAMES, metrics_file, model_file
+from stages.lib.params import UserError, load_params, run_stage
+from stages.lib.images import CLASSES, FORMATS, check_image, decode_resized
+from stages.lib.study import MODEL_NAMES, metrics_file, model_file
 
 CHUNK = 64  # images decoded and predicted at a time: bounded memory for large folders
 # File names a folder search takes: those Pillow reads in a format the pipeline accepts.
@@ -49,7 +49,7 @@ NOT_FOUND_HINT = "run `dvc repro` or `dvc pull`"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m stages.predict",
+        prog="python -m stages.tools.predict",
         description="P(dog) of image files with one of the study's trained models.",
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders (recursive)")
@@ -72,23 +72,23 @@ def validation_accuracy(stage: str) -> float | None:
         key = "val_accuracy_at_best_val_loss" if "restored_epoch" in metrics else "val_accuracy"
         return float(metrics[key])
     except (ValueError, KeyError, TypeError) as e:
-        raise P.UserError(f"{path} has no readable validation accuracy ({type(e).__name__}: {e}); {NOT_FOUND_HINT}") from None
+        raise UserError(f"{path} has no readable validation accuracy ({type(e).__name__}: {e}); {NOT_FOUND_HINT}") from None
 
 
 def choose_model(requested: str | None) -> tuple[str, str]:
     """(model name, why it was chosen), or UserError when there is none to use."""
     if requested is not None:
         if requested not in MODEL_NAMES:
-            raise P.UserError(f"--model {requested!r} is not one of the study's models: {', '.join(MODEL_NAMES)}")
+            raise UserError(f"--model {requested!r} is not one of the study's models: {', '.join(MODEL_NAMES)}")
         if not model_file(requested).is_file():
-            raise P.UserError(f"{model_file(requested)} not found: {NOT_FOUND_HINT}")
+            raise UserError(f"{model_file(requested)} not found: {NOT_FOUND_HINT}")
         return requested, "chosen with --model"
     present = [name for name in MODEL_NAMES if model_file(name).is_file()]
     if not present:
-        raise P.UserError(f"{model_file(MODEL_NAMES[-1])} not found (nor any other trained model): {NOT_FOUND_HINT}")
+        raise UserError(f"{model_file(MODEL_NAMES[-1])} not found (nor any other trained model): {NOT_FOUND_HINT}")
     scored = [(accuracy, name) for name in present if (accuracy := validation_accuracy(name)) is not None]
     if not scored:
-        raise P.UserError(f"{metrics_file(present[0])} not found, so no model can be chosen by validation accuracy: "
+        raise UserError(f"{metrics_file(present[0])} not found, so no model can be chosen by validation accuracy: "
                           f"{NOT_FOUND_HINT}, or name one with --model")
     # max() keeps the first of equals: ties go to the earlier, simpler model.
     accuracy, name = max(scored, key=lambda pair: pair[0])
@@ -136,15 +136,15 @@ def chunks(files: list[Path], size: int) -> Iterator[list[tuple[Path, np.ndarray
 
 def load_predictor(name: str, image_size: int):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter short
-    from stages import models as M  # registers VGG16Preprocessing before loading
+    from stages.lib import models  # registers VGG16Preprocessing before loading
 
     path = model_file(name)
     try:
-        model = M.load(path)
+        model = models.load(path)
     except Exception as e:
-        raise P.UserError(f"{path} cannot be loaded ({type(e).__name__}: {e}): {NOT_FOUND_HINT}") from None
+        raise UserError(f"{path} cannot be loaded ({type(e).__name__}: {e}): {NOT_FOUND_HINT}") from None
     if tuple(model.input_shape[1:]) != (image_size, image_size, 3):
-        raise P.UserError(f"{path} takes images of shape {tuple(model.input_shape[1:])} but params.yaml "
+        raise UserError(f"{path} takes images of shape {tuple(model.input_shape[1:])} but params.yaml "
                           f"split.image_size is {image_size}: {NOT_FOUND_HINT} to retrain with it")
     return model
 
@@ -162,13 +162,13 @@ def line(path: Path, model: str, p_dog: float | None, error: str | None, as_json
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     name, why = choose_model(args.model)
-    image_size = P.load("split")["split"]["image_size"]
+    image_size = load_params("split")["split"]["image_size"]
     files, skipped = image_files(args.paths)
     if skipped:
         print(f"skipped {len(skipped)} file(s) in folders that are not images by name, e.g. {skipped[0]}; "
               "name a file to try it anyway", file=sys.stderr)
     if not files:
-        raise P.UserError(f"no image files in {', '.join(map(str, args.paths))}")
+        raise UserError(f"no image files in {', '.join(map(str, args.paths))}")
     model = load_predictor(name, image_size)
     print(f"model: {name} ({why})", file=sys.stderr)
 
@@ -185,4 +185,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    P.run_stage(lambda: sys.exit(main()))
+    run_stage(lambda: sys.exit(main()))

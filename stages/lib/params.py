@@ -1,6 +1,6 @@
 """Reading and validating params.yaml.
 
-Every stage reads its own sections through `load()`, which checks them against `SCHEMA`
+Every stage reads its own sections through `load_params()`, which checks them against `SCHEMA`
 before any work starts: a mistyped key or an impossible value stops the stage with one line
 that names the key, the value and what is allowed, never with a traceback from deep inside
 TensorFlow.
@@ -220,7 +220,7 @@ def validate_section(name: str, values: Any) -> dict:
     return dict(values)
 
 
-def load(*sections: str, path: Path | str = PARAMS_FILE) -> dict[str, dict]:
+def load_params(*sections: str, path: Path | str = PARAMS_FILE) -> dict[str, dict]:
     """Read and validate the named sections of params.yaml."""
     path = Path(path)
     try:

@@ -11,7 +11,7 @@ same way as the gradient of P(dog), or of 1 - P(dog), scaled per image by P(1 - 
 which the per-image normalisation removes; but it does not vanish when the sigmoid
 saturates, and the most instructive errors are the ones made at P = 1.000.
 
-The study's models are flat chains of layers (stages/models.py builds them so, and a
+The study's models are flat chains of layers (stages/lib/models.py builds them so, and a
 nested sub-model such as VGG16's conv base is unrolled here), so the model is run in two
 halves: images -> the conv layer's activation, then activation -> class score under a
 `tf.GradientTape`. Keras 3 with the TensorFlow backend.

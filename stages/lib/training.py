@@ -1,7 +1,7 @@
 """The fit loop shared by every training stage: dvclive logging of each epoch, per-epoch
 checkpoints that a rerun resumes from, optional early stopping and best-epoch restore, and
 the stage's model and metrics written atomically. Training stages write data only (model,
-metrics, history); the figures are drawn by `evaluate` (stages/report.py)."""
+metrics, history); the figures are drawn by `evaluate` (stages/figures/report.py)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stages.outputs import atomic_path, write_json
-from stages.params import UserError
-from stages.runtime import machine, strategy_scope
-from stages.study import ARRAYS_DIR, BANK_FILE, HISTORY_KEYS, checkpoints_dir, history_dir, metrics_file, model_file
+from stages.lib.outputs import atomic_path, write_json
+from stages.lib.params import UserError
+from stages.lib.runtime import machine, strategy_scope
+from stages.lib.study import ARRAYS_DIR, BANK_FILE, HISTORY_KEYS, checkpoints_dir, history_dir, metrics_file, model_file
 
 
 VALIDATION_BATCH = 200
@@ -261,8 +261,8 @@ def train(
     strategy_scope; frozen layers run once per worker on its first device (inference),
     and only the trainable suffix is trained on all replicas.
     """
-    from stages import datasets as D
-    from stages.models import split_at, split_frozen_prefix
+    from stages.lib import datasets
+    from stages.lib.models import split_at, split_frozen_prefix
 
     started = time.perf_counter()
     seed, aug_cfg, batch = params["train"]["seed"], params.get("augmentation"), cfg["batch_size"]
@@ -280,26 +280,26 @@ def train(
             print(f"frozen layers {frozen.layers[1].name}..{frozen.layers[-1].name} once over the bank "
                   f"({len(train_inputs)} + {len(val_inputs)} activations)")
             train_inputs, val_inputs = (
-                D.run_model(lambda x: frozen(x, training=False), D.eval_batches(a, None, batch), len(a),
+                datasets.run_model(lambda x: frozen(x, training=False), datasets.eval_batches(a, None, batch), len(a),
                             frozen.output.shape[1:], tf.as_dtype(frozen.output.dtype).as_numpy_dtype)
                 for a in (train_inputs, val_inputs)
             )
             extra["frozen_seconds"] = time.perf_counter() - t
-        make_batch = D.bank_inputs(train_inputs, n)
+        make_batch = datasets.bank_inputs(train_inputs, n)
     else:
         trainable = model
-        make_batch = D.augmented_images(train_inputs, seed, aug_cfg) if augment else D.plain_inputs(train_inputs)
+        make_batch = datasets.augmented_images(train_inputs, seed, aug_cfg) if augment else datasets.plain_inputs(train_inputs)
     with strategy_scope(params["train"]):
         steps = cfg["epochs"] * math.ceil(n / batch) if cfg["lr_decay"] == "cosine" else 0
         compile_binary(trainable, cfg["learning_rate"], decay_steps=steps)
 
     def make_train_ds(start_epoch):
-        return D.training_batches(n, train_labels, batch, seed, cfg["epochs"], make_batch, start_epoch)
+        return datasets.training_batches(n, train_labels, batch, seed, cfg["epochs"], make_batch, start_epoch)
 
     key = fingerprint(params, list(data_files))
     # Validation is inference: a bigger batch than training's is a little faster on 2 cores
     # (tests/benchmarks: 1.09x at 200 against 20) and gives the same mean loss and accuracy.
-    val_ds = D.eval_batches(val_inputs, val_labels, max(batch, VALIDATION_BATCH))
+    val_ds = datasets.eval_batches(val_inputs, val_labels, max(batch, VALIDATION_BATCH))
     trained, history = fit(stage, trainable, make_train_ds, val_ds, cfg["epochs"], cfg["early_stopping"], key,
                            cfg["restore_best"])
     if trainable is model:
@@ -315,10 +315,10 @@ def train_vgg16_augmented(stage: str, model: keras.Model, train_split: dict, val
     With `vgg16.augment_bank: K` > 0 on extract_features' bank (K augmented copies through
     blocks 1-4), with 0 augmenting afresh every epoch. start_file: where the starting weights
     came from (the ImageNet weights or train_aug_frozen's model), part of the checkpoint key."""
-    from stages import datasets as D
+    from stages.lib import datasets
 
     copies = params["vgg16"]["augment_bank"]
-    bank = D.load_bank(BANK_FILE, copies, train_split["labels"]) if copies else None
+    bank = datasets.load_bank(BANK_FILE, copies, train_split["labels"]) if copies else None
     run = train(
         stage, model, train_split["images"], train_split["labels"], val_split["images"], val_split["labels"],
         params[stage], params,

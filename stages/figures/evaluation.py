@@ -11,8 +11,8 @@ matplotlib.use("Agg")  # no display on CI and servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from stages.metrics import calibration_error_of_curve  # noqa: E402
-from stages.outputs import save_figure  # noqa: E402
+from stages.lib.metrics import calibration_error_of_curve  # noqa: E402
+from stages.lib.outputs import save_figure  # noqa: E402
 
 HEATMAP_ALPHA = 0.45  # enough colour to read the heatmap, enough image to see the animal
 

@@ -1,0 +1,1 @@
+"""What draws: the data figures, the evaluation figures and the study's report."""
