@@ -22,9 +22,8 @@ import numpy as np
 import pandas as pd
 
 from stages.lib.params import UserError, load_params, run_stage
-from stages.lib.images import CLASSES
-from stages.lib.study import (DESCRIPTIONS, EVALUATE_DIR, EXPORT_DIR, MODEL_NAMES, PLOTS_DIR, REPORT_FILE,
-                          metrics_file, model_file)
+from stages.lib.study import (CLASSES, DESCRIPTIONS, EVALUATE_DIR, EXPORT_DIR, MODEL_NAMES, PLOTS_DIR, REPORT_FILE,
+                              SUMMARY_FIGURES, THRESHOLD, metrics_file, model_figure, model_file)
 
 STAGE = "evaluate"
 # Per Grad-CAM grid: up to this many of the most confident errors, and as many of the most
@@ -48,8 +47,8 @@ def gradcam_choice(labels: np.ndarray, probs: np.ndarray, k: int = GRADCAM_PER_G
     from stages.figures.report import confident_errors
 
     labels = np.asarray(labels).astype(int)
-    predicted = (np.asarray(probs) >= 0.5).astype(int)
-    confidence = np.abs(np.asarray(probs, dtype=np.float64) - 0.5)
+    predicted = (np.asarray(probs) >= THRESHOLD).astype(int)
+    confidence = np.abs(np.asarray(probs, dtype=np.float64) - THRESHOLD)
     groups = [confident_errors(labels, probs, k)]
     for label in (0, 1):
         right = np.flatnonzero((labels == label) & (predicted == label))
@@ -111,15 +110,15 @@ def main() -> None:
                 {
                     "file": files,
                     "actual": named[labels],
-                    "predicted": named[(probs >= 0.5).astype(int)],
+                    "predicted": named[(probs >= THRESHOLD).astype(int)],
                     "p_dog": probs.round(6),
                 }
             )
             write_csv(out / "predictions" / f"{name}.csv", predictions[name])
             write_csv(out / "roc" / f"{name}.csv", pd.DataFrame(roc_curve(labels, probs)).round(6))
             write_csv(out / "reliability" / f"{name}.csv", pd.DataFrame(reliability[name]).round(6))
-            misclassified_gallery(name, test, files, labels, probs, out / f"misclassified_{name}.png")
-            gradcam_figure(name, model, test, probs, batch, out / f"gradcam_{name}.png")
+            misclassified_gallery(name, test, files, labels, probs, out / model_figure("misclassified", name))
+            gradcam_figure(name, model, test, probs, batch, out / model_figure("gradcam", name))
             if len(extended["labels"]):
                 scored = binary_metrics(extended["labels"], predict(model, batch, extended["images"]))
                 extended_results[name] = {k: scored[k] for k in EXTENDED_KEYS}
@@ -134,7 +133,7 @@ def main() -> None:
         )
         write_csv(out / "accuracy.csv", accuracy.round(4))
         evaluation_figures(results, predictions, out)
-        reliability_diagram(reliability, out / "reliability.png")
+        reliability_diagram(reliability, out / SUMMARY_FIGURES["reliability"])
         stage_curves(list(MODEL_NAMES), PLOTS_DIR, out)
     metrics = {k: rounded(r) for k, r in results.items()}
     if extended_results:

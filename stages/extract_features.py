@@ -15,8 +15,7 @@ import time
 import numpy as np
 
 from stages.lib.params import UserError, load_params, run_stage
-from stages.lib.images import SPLITS
-from stages.lib.study import BANK_FILE, FEATURES_DIR, WEIGHTS_FILE, metrics_file
+from stages.lib.study import SPLITS, BANK_FILE, FEATURES_DIR, WEIGHTS_FILE, metrics_file
 
 STAGE = "extract_features"
 BANK_DTYPE = np.float16  # half the bytes of float32; tests/benchmarks measure what it changes

@@ -15,14 +15,14 @@ def main() -> None:
     params = load_params("train", "augmentation", "vgg16", STAGE)
     cfg = params[STAGE]
 
-    from stages.lib import datasets, models, runtime, training
+    from stages.lib import models, training
 
-    runtime.configure(params["train"])
-    train, val = datasets.load_split("train"), datasets.load_split("validation")
-    with runtime.strategy_scope(params["train"]):
+    def build_model(image_size: int):
         model = models.load(FROZEN_MODEL)
         models.unfreeze(model, cfg["unfreeze"])
-    training.train_vgg16_augmented(STAGE, model, train, val, params, start_file=FROZEN_MODEL)
+        return model
+
+    training.train_vgg16_augmented(STAGE, build_model, params, start_file=FROZEN_MODEL)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from stages.lib.params import UserError, load_params, run_stage
-from stages.lib.images import CLASSES, SPLITS, decode_resized
+from stages.lib.images import decode_resized
 from stages.lib.outputs import atomic_dir, remove_leftovers, save_npz, write_csv, write_json
-from stages.lib.study import DATA_PLOTS_DIR, RAW_DIR, SPLIT_DIR, metrics_file
+from stages.lib.study import CLASSES, DATA_PLOTS_DIR, RAW_DIR, SPLIT_DIR, SPLITS, metrics_file
 
 METRICS_FILE = metrics_file("split")
 

@@ -15,14 +15,13 @@ def main() -> None:
     params = load_params("train", "augmentation", "vgg16", STAGE)
     cfg = params[STAGE]
 
-    from stages.lib import datasets, models, runtime, training
+    from stages.lib import models, training
 
-    runtime.configure(params["train"])
-    train, val = datasets.load_split("train"), datasets.load_split("validation")
-    with runtime.strategy_scope(params["train"]):
-        conv_base = models.vgg16_conv_base(WEIGHTS_FILE, train["images"].shape[1])
-        model = models.vgg16_with_head(conv_base, params["vgg16"]["preprocessing"], cfg["dense_units"], cfg["dropout"])
-    training.train_vgg16_augmented(STAGE, model, train, val, params, start_file=WEIGHTS_FILE)
+    def build_model(image_size: int):
+        conv_base = models.vgg16_conv_base(WEIGHTS_FILE, image_size)
+        return models.vgg16_with_head(conv_base, params["vgg16"]["preprocessing"], cfg["dense_units"], cfg["dropout"])
+
+    training.train_vgg16_augmented(STAGE, build_model, params, start_file=WEIGHTS_FILE)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,6 @@ this same script on its own params section."""
 
 from __future__ import annotations
 
-import sys
-
 from stages.lib.params import load_params, run_stage
 from stages.lib.study import ARRAYS_DIR
 
@@ -28,4 +26,4 @@ def main(stage: str = "train_custom") -> None:
 
 
 if __name__ == "__main__":
-    run_stage(lambda: main(*sys.argv[1:]))
+    run_stage(main)

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from stages.lib.images import CLASSES, SPLITS  # noqa: E402
+from stages.lib.study import CLASSES, SPLITS  # noqa: E402
 from stages.lib.outputs import save_figure  # noqa: E402
 
 

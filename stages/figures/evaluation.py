@@ -1,5 +1,6 @@
 """Figures for inspecting the trained models (matplotlib PNGs, drawn by `evaluate`): the
-reliability diagram of all models on one chart, and Grad-CAM heatmaps over test images."""
+reliability diagram of all models on one chart, Grad-CAM heatmaps over test images, and the
+image grid they share with the report's galleries."""
 
 from __future__ import annotations
 
@@ -71,12 +72,20 @@ def gradcam_grid(images: np.ndarray, heatmaps: np.ndarray, titles: list[str], pa
     and P(dog)), in a grid of `columns`."""
     if not (len(images) == len(heatmaps) == len(titles)):
         raise ValueError(f"{len(images)} images, {len(heatmaps)} heatmaps and {len(titles)} titles: need one of each")
+    overlays = [overlay(image, heatmap) for image, heatmap in zip(images, heatmaps)]
+    image_grid(overlays, titles, path, title, columns, cell=(2.2, 2.5), fontsize=8)
+
+
+def image_grid(images, titles: list[str], path: Path | str, title: str, columns: int = 8,
+               cell: tuple[float, float] = (2, 2.3), fontsize: float = 7) -> None:
+    """Images in a grid of `columns`, a caption above each; `cell` is one image's (width,
+    height) in inches."""
     rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(cell[0] * columns, cell[1] * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, heatmap, text in zip(axes.flat, images, heatmaps, titles):
-        ax.imshow(overlay(image, heatmap))
-        ax.set_title(text, fontsize=8)
+    for ax, image, text in zip(axes.flat, images, titles):
+        ax.imshow(image)
+        ax.set_title(text, fontsize=fontsize)
     fig.suptitle(title)
     save_figure(path, fig)

@@ -15,7 +15,9 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from stages.lib.images import CLASSES  # noqa: E402
+from stages.lib.study import (CLASSES, SUMMARY_FIGURES, THRESHOLD, best_row, data_plots_dir,  # noqa: E402
+                              evaluate_dir, history_dir, model_figure)
+from stages.figures.evaluation import image_grid  # noqa: E402
 from stages.lib.outputs import save_figure  # noqa: E402
 
 
@@ -31,7 +33,7 @@ def training_curves(history: list[dict], title: str, path: Path) -> None:
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-    best = frame.loc[frame["val_loss"].idxmin()]
+    best = best_row(history)
     axes[0].axvline(best["epoch"], color="gray", ls=":", lw=1)
     # Label on the side with room: a minimum in the right half is labelled to its left, so
     # a late best epoch is not clipped at the edge of the axes.
@@ -39,18 +41,6 @@ def training_curves(history: list[dict], title: str, path: Path) -> None:
     axes[0].annotate(f"min val_loss, epoch {int(best['epoch'])}", (best["epoch"], best["val_loss"]),
                      textcoords="offset points", xytext=(-5 if late else 5, 10), ha="right" if late else "left",
                      fontsize=8)
-    fig.suptitle(title)
-    save_figure(path, fig)
-
-
-def image_grid(images: np.ndarray, titles: list[str], path: Path, title: str, columns: int = 8) -> None:
-    rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.3 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, text in zip(axes.flat, images, titles):
-        ax.imshow(image)
-        ax.set_title(text, fontsize=7)
     fig.suptitle(title)
     save_figure(path, fig)
 
@@ -70,7 +60,7 @@ def evaluation_figures(results: dict, predictions: dict, out_dir: Path) -> None:
     ax.set_xlim(0.5, 1.02)
     ax.invert_yaxis()
     ax.set_xlabel(f"test accuracy (n = {results[names[0]]['n']}, 95% Wilson interval)")
-    save_figure(out_dir / "accuracy.png", fig)
+    save_figure(out_dir / SUMMARY_FIGURES["accuracy"], fig)
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for m in names:
@@ -81,7 +71,7 @@ def evaluation_figures(results: dict, predictions: dict, out_dir: Path) -> None:
     ax.set_xlabel("false positive rate (cats called dogs)")
     ax.set_ylabel("true positive rate (dogs found)")
     ax.legend(fontsize=8, loc="lower right")
-    save_figure(out_dir / "roc.png", fig)
+    save_figure(out_dir / SUMMARY_FIGURES["roc"], fig)
 
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2))
     for ax, m in zip(np.atleast_1d(axes), names):
@@ -95,7 +85,7 @@ def evaluation_figures(results: dict, predictions: dict, out_dir: Path) -> None:
         ax.set_xlabel("predicted")
         ax.set_title(m, fontsize=9)
     np.atleast_1d(axes)[0].set_ylabel("actual")
-    save_figure(out_dir / "confusion.png", fig)
+    save_figure(out_dir / SUMMARY_FIGURES["confusion"], fig)
 
 
 # ---------------------------------------------------------------- errors and the study report
@@ -108,8 +98,8 @@ def confident_errors(labels: np.ndarray, probs: np.ndarray, k: int = GALLERY_SIZ
     the probability given to the wrong class (ties: file order)."""
     labels = np.asarray(labels).astype(int)
     probs = np.asarray(probs, dtype=np.float64)
-    wrong = np.flatnonzero((probs >= 0.5).astype(int) != labels)
-    confidence = np.abs(probs[wrong] - 0.5)
+    wrong = np.flatnonzero((probs >= THRESHOLD).astype(int) != labels)
+    confidence = np.abs(probs[wrong] - THRESHOLD)
     return wrong[np.argsort(-confidence, kind="stable")][:k]
 
 
@@ -124,7 +114,7 @@ def misclassified_gallery(name: str, test: dict, files: np.ndarray, labels: np.n
     titles = [f"{files[i]}\n{named[labels[i]]} called {named[1 - labels[i]]}, P(dog) {probs[i]:.3f}"
               for i in chosen]
     images = test["images"][[position[f] for f in files[chosen]]] if len(chosen) else test["images"][:0]
-    wrong = int(((np.asarray(probs) >= 0.5).astype(int) != np.asarray(labels)).sum())
+    wrong = int(((np.asarray(probs) >= THRESHOLD).astype(int) != np.asarray(labels)).sum())
     if len(chosen):
         title = (f"{name}: the {len(chosen)} most confidently misclassified of {wrong} errors "
                  f"in {len(labels)} test images")
@@ -161,22 +151,17 @@ def extended_table(extended: dict, models: dict[str, str]) -> list[str]:
     return rows
 
 
-def curves_file(evaluate_dir: Path, stage: str) -> Path:
-    """Where `evaluate` draws the learning curves of a training stage."""
-    return evaluate_dir / "curves" / f"{stage}.png"
-
-
-def stage_curves(stages: list[str], plots_dir: Path, evaluate_dir: Path) -> None:
+def stage_curves(stages: list[str], plots_dir: Path, out_dir: Path) -> None:
     """Learning curves (PNG) of each training stage, from its dvclive history."""
     from stages.lib.diagnosis import read_history
     from stages.lib.params import UserError
 
     for stage in stages:
         try:
-            history = read_history(plots_dir / stage)
+            history = read_history(history_dir(stage, plots_dir))
         except (FileNotFoundError, ValueError) as e:
             raise UserError(str(e)) from None
-        training_curves(history, f"{stage}: loss and accuracy per epoch", curves_file(evaluate_dir, stage))
+        training_curves(history, f"{stage}: loss and accuracy per epoch", out_dir / model_figure("curves", stage))
 
 
 def training_diagnoses(stages: list[str], plots_dir: Path) -> dict:
@@ -185,7 +170,7 @@ def training_diagnoses(stages: list[str], plots_dir: Path) -> dict:
     from stages.lib.params import UserError
 
     try:
-        return {s: diagnose(read_history(plots_dir / s)) for s in stages}
+        return {s: diagnose(read_history(history_dir(s, plots_dir))) for s in stages}
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
 
@@ -205,7 +190,7 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
 
     diagnoses = training_diagnoses(list(results), plots_dir)
     n = next(iter(results.values()))["n"]
-    evaluate_dir = plots_dir / "evaluate"
+    figures = evaluate_dir(plots_dir)
     lines = [
         "# Cats vs. dogs: results",
         "",
@@ -221,9 +206,10 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
         "P(dog) on [0, 1] (the mean over the images of |fraction of dogs in the bin - mean P(dog) in the bin|; "
         "0 = calibrated); Brier = mean squared error of P(dog) (0 = perfect, 0.25 = always 0.5).",
         "",
-        f"Figures: [accuracy]({link(evaluate_dir / 'accuracy.png')}), [ROC curves]({link(evaluate_dir / 'roc.png')}),"
-        f" [confusion matrices]({link(evaluate_dir / 'confusion.png')}),"
-        f" [reliability diagram]({link(evaluate_dir / 'reliability.png')}).",
+        f"Figures: [accuracy]({link(figures / SUMMARY_FIGURES['accuracy'])}), "
+        f"[ROC curves]({link(figures / SUMMARY_FIGURES['roc'])}),"
+        f" [confusion matrices]({link(figures / SUMMARY_FIGURES['confusion'])}),"
+        f" [reliability diagram]({link(figures / SUMMARY_FIGURES['reliability'])}).",
         "",
     ]
     if extended:
@@ -246,7 +232,7 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
     ]
     for stage, d in diagnoses.items():
         lines.append(f"| `{stage}` | {d.epochs} | {d.best_val_loss:.4f} ({d.best_epoch}) | {d.final_gap:+.3f} | "
-                     f"{d.label} | [curves]({link(curves_file(evaluate_dir, stage))}) |")
+                     f"{d.label} | [curves]({link(figures / model_figure('curves', stage))}) |")
     lines += ["", "Diagnosis per run, computed from its per-epoch history (`plots/<stage>/plots/metrics/*.tsv`):", ""]
     lines += [f"- `{stage}`: {d.line}" for stage, d in diagnoses.items()]
     lines += [
@@ -260,13 +246,13 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
         "",
     ]
     for name in results:
-        gallery = evaluate_dir / f"misclassified_{name}.png"
-        gradcam = evaluate_dir / f"gradcam_{name}.png"
+        gallery = figures / model_figure("misclassified", name)
+        gradcam = figures / model_figure("gradcam", name)
         lines += [f"### `{name}`", "", f"![{name}: confident errors]({link(gallery)})", "",
                   f"Where it looked ([Grad-CAM]({link(gradcam)}), the evidence for the class it predicted): its "
                   "most confident errors, then its most confidently right cats and dogs.", "",
                   f"![{name}: Grad-CAM]({link(gradcam)})", ""]
-    data_figures_found = sorted((plots_dir / "data").glob("*.png"))
+    data_figures_found = sorted(data_plots_dir(plots_dir).glob("*.png"))
     if data_figures_found:
         lines += ["## Data", "", ", ".join(f"[{p.stem.replace('_', ' ')}]({link(p)})" for p in data_figures_found), ""]
     text = "\n".join(lines)

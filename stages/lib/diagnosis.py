@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib.study import HISTORY_KEYS
+from stages.lib.study import HISTORY_KEYS, best_row, history_file
 
 RISE = 0.10  # val_loss this far (relative) above its minimum = a clear rise
 SMOOTH = 3  # val_loss is averaged over this many trailing epochs before measuring its rise
@@ -58,19 +58,18 @@ class Diagnosis:
         """One sentence, e.g. 'overfitting from epoch 6: val_loss +35% ...'."""
         gap = f"train - val accuracy gap at the end {self.final_gap:+.3f}"
         best = f"min val_loss {self.best_val_loss:.4f} at epoch {self.best_epoch} of {self.epochs}"
-        if self.label == "overfitting":
-            return (f"overfitting from epoch {self.best_epoch}: val_loss {self.rise:+.0%} above its minimum "
-                    f"by the end while training loss fell {self.train_fall:.0%} ({best}; {gap})")
-        if self.label == "unstable":
-            return (f"unstable after epoch {self.best_epoch}: val_loss {self.rise:+.0%} above its minimum "
-                    f"and training loss not falling ({best}; {gap})")
-        if self.label == "still improving":
-            return (f"still improving at the last epoch: val_loss trend {self.trend:+.1%} over the last "
-                    f"{min(TREND_WINDOW, self.epochs)} epochs ({best}; {gap})")
-        if self.label == "stable":
-            return (f"stable: val_loss levelled off (last {self.rise:+.0%} over its smoothed minimum, trend "
-                    f"{self.trend:+.1%} over the last {min(TREND_WINDOW, self.epochs)} epochs) ({best}; {gap})")
-        return f"too short to judge: {self.epochs} epoch(s) ({best}; {gap})"
+        window = min(TREND_WINDOW, self.epochs)
+        what = {
+            "overfitting": f"overfitting from epoch {self.best_epoch}: val_loss {self.rise:+.0%} above its minimum "
+                           f"by the end while training loss fell {self.train_fall:.0%}",
+            "unstable": f"unstable after epoch {self.best_epoch}: val_loss {self.rise:+.0%} above its minimum "
+                        "and training loss not falling",
+            "still improving": f"still improving at the last epoch: val_loss trend {self.trend:+.1%} over the last "
+                               f"{window} epochs",
+            "stable": f"stable: val_loss levelled off (last {self.rise:+.0%} over its smoothed minimum, trend "
+                      f"{self.trend:+.1%} over the last {window} epochs)",
+        }.get(self.label, f"too short to judge: {self.epochs} epoch(s)")
+        return f"{what} ({best}; {gap})"
 
 
 def _check(history: list[dict]) -> None:
@@ -91,7 +90,7 @@ def diagnose(history: list[dict]) -> Diagnosis:
     val_loss = np.array([r["val_loss"] for r in history], dtype=np.float64)
     loss = np.array([r["loss"] for r in history], dtype=np.float64)
     n = len(history)
-    b = int(np.argmin(val_loss))  # index of the (first) minimum
+    b = history.index(best_row(history))
     best = float(val_loss[b])
     scale = max(abs(best), 1e-12)
     last = history[-1]
@@ -133,10 +132,9 @@ def read_history(live_dir: Path | str) -> list[dict]:
     `plots/metrics/<metric>.tsv` per metric, columns `step` (the epoch) and the metric."""
     import pandas as pd
 
-    folder = Path(live_dir) / "plots" / "metrics"
     frame = None
     for key in HISTORY_KEYS:
-        path = folder / f"{key}.tsv"
+        path = history_file(live_dir, key)
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run the training stage that logs it (dvc repro)")
         column = pd.read_csv(path, sep="\t")[["step", key]].drop_duplicates("step", keep="last")

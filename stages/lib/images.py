@@ -17,8 +17,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-CLASSES = ("cat", "dog")  # label 0 = cat, 1 = dog, as image_dataset_from_directory sorts
-SPLITS = ("train", "validation", "test")
 # MPO is what many phone cameras write: a JPEG followed by more frames (a second lens, a
 # depth preview); every JPEG reader shows the first frame, and so does `decode_resized`.
 FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp"}

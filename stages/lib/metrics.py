@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from stages.lib.study import THRESHOLD
+
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """95% Wilson score interval of a proportion (sound near 0 and 1, unlike p +- 2se)."""
@@ -48,7 +50,7 @@ def roc_curve(labels: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = THRESHOLD) -> dict[str, float]:
     """Accuracy (with its 95% Wilson interval), log loss, ROC AUC, precision, recall, F1 and
     the confusion counts; the positive class is dog (label 1)."""
     labels = np.asarray(labels).astype(int)

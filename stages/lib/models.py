@@ -77,10 +77,7 @@ def vgg16_with_head(conv_base: keras.Model, preprocessing: str, dense_units: int
     """Raw pixels -> preprocessing -> frozen VGG16 conv base -> dense head, as one flat chain
     of layers (not a nested model), so the frozen prefix can be cut off for the bank."""
     conv_base.trainable = False
-    inputs = keras.Input(conv_base.input_shape[1:], name="image")
-    x = VGG16Preprocessing(preprocessing, name="vgg16_preprocessing")(inputs)
-    for layer in conv_base.layers[1:]:
-        x = layer(x)
+    inputs, x = _vgg16_chain(conv_base, preprocessing)
     return keras.Model(inputs, dense_head(x, dense_units, dropout), name="vgg16_classifier")
 
 
@@ -139,11 +136,18 @@ def vgg16_bank_split(conv_base: keras.Model, preprocessing: str) -> tuple[keras.
 
 def vgg16_extractor(conv_base: keras.Model, preprocessing: str) -> keras.Model:
     """Raw pixels -> preprocessing -> VGG16 conv base as one flat chain of layers."""
+    inputs, x = _vgg16_chain(conv_base, preprocessing)
+    return keras.Model(inputs, x, name="vgg16_extractor")
+
+
+def _vgg16_chain(conv_base: keras.Model, preprocessing: str):
+    """(input, output) of raw pixels -> preprocessing -> the conv base's own layers, applied
+    one by one so the result is a flat chain that can be cut anywhere."""
     inputs = keras.Input(conv_base.input_shape[1:], name="image")
     x = VGG16Preprocessing(preprocessing, name="vgg16_preprocessing")(inputs)
     for layer in conv_base.layers[1:]:
         x = layer(x)
-    return keras.Model(inputs, x, name="vgg16_extractor")
+    return inputs, x
 
 
 def _chain(chain_layers: list, input_shape, name: str) -> keras.Model:

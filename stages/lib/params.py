@@ -121,16 +121,17 @@ def device_list() -> Spec:
     return Spec(check)
 
 
-def _training() -> dict[str, Spec]:
-    """Keys every training stage has."""
-    return {
-        "batch_size": int_between(1, 4096),
-        "epochs": positive_int(),
-        "learning_rate": number_between(0, 1, lo_open=True),
-        "lr_decay": one_of("none", "cosine"),  # cosine: from learning_rate to 0 over all epochs
-        "early_stopping": non_negative_int(),
-        "restore_best": boolean(),
-    }
+# Keys every training stage has, and the sections of the two stages of each model family.
+TRAINING = {
+    "batch_size": int_between(1, 4096),
+    "epochs": positive_int(),
+    "learning_rate": number_between(0, 1, lo_open=True),
+    "lr_decay": one_of("none", "cosine"),  # cosine: from learning_rate to 0 over all epochs
+    "early_stopping": non_negative_int(),
+    "restore_best": boolean(),
+}
+SMALL_CONVNET = {**TRAINING, "dropout": dropout(), "augment": boolean()}
+VGG16_WITH_HEAD = {**TRAINING, "dense_units": positive_int(), "dropout": dropout()}
 
 
 SCHEMA: dict[str, dict[str, Spec]] = {
@@ -166,31 +167,12 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         # K augmented copies of each training image through blocks 1-4, once (extract_features)
         "augment_bank": int_between(0, 1000),
     },
-    "train_custom": {
-        **_training(),
-        "dropout": dropout(),
-        "augment": boolean(),
-    },
-    "train_custom_aug": {
-        **_training(),
-        "dropout": dropout(),
-        "augment": boolean(),
-    },
+    "train_custom": SMALL_CONVNET,
+    "train_custom_aug": SMALL_CONVNET,
     "extract_features": {"batch_size": int_between(1, 4096)},
-    "train_feature_clf": {
-        **_training(),
-        "dense_units": positive_int(),
-        "dropout": dropout(),
-    },
-    "train_aug_frozen": {
-        **_training(),
-        "dense_units": positive_int(),
-        "dropout": dropout(),
-    },
-    "finetune": {
-        **_training(),
-        "unfreeze": str_list(),
-    },
+    "train_feature_clf": VGG16_WITH_HEAD,
+    "train_aug_frozen": VGG16_WITH_HEAD,
+    "finetune": {**TRAINING, "unfreeze": str_list()},
     "evaluate": {"batch_size": int_between(1, 4096)},
 }
 

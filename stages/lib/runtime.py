@@ -15,28 +15,26 @@ from stages.lib.params import UserError
 
 # ---------------------------------------------------------------- runtime
 
-def cpu_flags() -> set[str]:
+def cpuinfo_field(name: str) -> str | None:
+    """The first `name : value` line of /proc/cpuinfo (Linux), or None."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
+                if line.startswith(name):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return None
+
+
+def cpu_flags() -> set[str]:
+    return set((cpuinfo_field("flags") or "").split())
+
+
+def cpu_model() -> str:
     import platform
 
-    return platform.processor() or platform.machine()
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def machine() -> dict[str, str | int]:
@@ -148,12 +146,10 @@ def strategy(train_cfg: dict) -> tf.distribute.Strategy:
             raise UserError(f"train.devices: {absent[0]} is not on this machine; it has "
                             f"{', '.join('/' + d for d in sorted(present))} (or use [] for every local GPU)")
         made = tf.distribute.MirroredStrategy(devices=devices or None)
-    elif kind == "multi_worker":
+    else:  # multi_worker, the last kind params.py allows
         if not tf_config():
             raise UserError("train.distribute is multi_worker but TF_CONFIG is not set (see README, Scaling out)")
         made = MultiWorkerMirroredStrategy()
-    else:
-        raise UserError(f"train.distribute must be one of none, mirrored, multi_worker, got {kind!r}")
     if kind != "none":
         print(f"distribute: {kind}, {made.num_replicas_in_sync} replicas in sync")
     _STRATEGIES[cache_key] = made

@@ -1,11 +1,32 @@
-"""The study's shared facts, declared once: where each stage's data lives, and the five
-models in the order the story tells them. Pure Python (no TensorFlow, no matplotlib), so
-any stage, `readme_table` and the tests can import it cheaply."""
+"""The study's shared facts, declared once: the classes and splits, the decision threshold,
+which epoch counts as best, where each stage's data and figures live, and the five models in
+the order the story tells them. Pure Python (no NumPy, TensorFlow or matplotlib), so any
+stage, tool or test can import it cheaply."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+# ---------------------------------------------------------------- classes, splits, decisions
+
+CLASSES = ("cat", "dog")  # label 0 = cat, 1 = dog, as image_dataset_from_directory sorts
+SPLITS = ("train", "validation", "test")
+# A model says dog when P(dog) >= THRESHOLD: in evaluate, the report, predict and Grad-CAM.
+THRESHOLD = 0.5
+
+
+def best_row(history: list[dict]) -> dict:
+    """A run's best epoch: the lowest val_loss, the first one on ties. It is the epoch that
+    `restore_best` keeps, that the metrics report as best and that the figures mark."""
+    return min(history, key=lambda row: row["val_loss"])
+
+
+def kept_val_accuracy(metrics: dict) -> float:
+    """The validation accuracy of the weights a training stage saved, from its metrics: a
+    stage that restored its best epoch saved that epoch's weights, not the last one's."""
+    return metrics["val_accuracy_at_best_val_loss"] if "restored_epoch" in metrics else metrics["val_accuracy"]
+
 
 # ---------------------------------------------------------------- paths (relative to the project root)
 
@@ -20,9 +41,36 @@ EXPORT_DIR = Path("data/export")  # SavedModels, written by `evaluate`
 CHECKPOINTS_DIR = Path("data/checkpoints")
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
-DATA_PLOTS_DIR = PLOTS_DIR / "data"
-EVALUATE_DIR = PLOTS_DIR / "evaluate"
+README_FILE = Path("README.md")
+
+
+def data_plots_dir(plots_dir: Path = PLOTS_DIR) -> Path:
+    """The data figures `split` draws."""
+    return plots_dir / "data"
+
+
+def evaluate_dir(plots_dir: Path = PLOTS_DIR) -> Path:
+    """What `evaluate` writes besides its metrics: predictions, curves and figures."""
+    return plots_dir / "evaluate"
+
+
+DATA_PLOTS_DIR = data_plots_dir()
+EVALUATE_DIR = evaluate_dir()
 REPORT_FILE = PLOTS_DIR / "report.md"
+
+# The figures `evaluate` draws for all models at once, in evaluate_dir(); the report links them.
+SUMMARY_FIGURES = {"accuracy": "accuracy.png", "roc": "roc.png", "confusion": "confusion.png",
+                   "reliability": "reliability.png"}
+
+
+def model_figure(kind: str, stage: str) -> str:
+    """A per-model figure in evaluate_dir(): `misclassified` (confident errors), `gradcam`
+    (where it looked) or `curves` (learning curves)."""
+    if kind == "curves":
+        return f"curves/{stage}.png"
+    if kind in ("misclassified", "gradcam"):
+        return f"{kind}_{stage}.png"
+    raise ValueError(f"no per-model figure {kind!r}")
 
 # What every training stage logs per epoch (dvclive TSVs under plots/<stage>/).
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -54,11 +102,6 @@ def model_file(stage: str) -> Path:
     return MODELS_DIR / f"{stage}.keras"
 
 
-def export_dir(stage: str) -> Path:
-    """The model's TensorFlow SavedModel (stages/lib/export.py; signature serving_default)."""
-    return EXPORT_DIR / stage
-
-
 def artifacts() -> dict[str, dict]:
     """The `artifacts:` section of dvc.yaml, as it must read (tests/test_dag.py compares):
     one `model` artifact per trained model, named after its stage, so `dvc artifacts get`
@@ -74,13 +117,18 @@ def artifacts() -> dict[str, dict]:
     }
 
 
-def metrics_file(stage: str) -> Path:
-    return METRICS_DIR / f"{stage}.json"
+def metrics_file(stage: str, metrics_dir: Path = METRICS_DIR) -> Path:
+    return metrics_dir / f"{stage}.json"
 
 
-def history_dir(stage: str) -> Path:
-    """The dvclive folder of a training stage (plots/<stage>/plots/metrics/*.tsv inside)."""
-    return PLOTS_DIR / stage
+def history_dir(stage: str, plots_dir: Path = PLOTS_DIR) -> Path:
+    """The dvclive folder of a training stage."""
+    return plots_dir / stage
+
+
+def history_file(live_dir: Path | str, key: str) -> Path:
+    """Where dvclive logs one metric per epoch in a run's folder (columns `step`, `key`)."""
+    return Path(live_dir) / "plots" / "metrics" / f"{key}.tsv"
 
 
 def checkpoints_dir() -> Path:

@@ -22,8 +22,9 @@ import tensorflow as tf
 
 from stages.lib.outputs import atomic_path, write_json
 from stages.lib.params import UserError
-from stages.lib.runtime import machine, strategy_scope
-from stages.lib.study import ARRAYS_DIR, BANK_FILE, HISTORY_KEYS, checkpoints_dir, history_dir, metrics_file, model_file
+from stages.lib.runtime import configure, machine, strategy_scope
+from stages.lib.study import (ARRAYS_DIR, BANK_FILE, HISTORY_KEYS, best_row, checkpoints_dir, history_dir, metrics_file,
+                              model_file)
 
 
 VALIDATION_BATCH = 200
@@ -116,13 +117,10 @@ class Checkpoint(keras.callbacks.Callback):
                 if stale != self.best_weights(best):
                     stale.unlink()
 
-    def clear(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
-
 
 def best_epoch(history: list[dict]) -> int:
     """The epoch (1-based) of the lowest val_loss; the first one on ties."""
-    return min(history, key=lambda r: r["val_loss"])["epoch"]
+    return best_row(history)["epoch"]
 
 
 class History(keras.callbacks.Callback):
@@ -309,14 +307,19 @@ def train(
     return Run(model, history, n, time.perf_counter() - started, {**extra, **restored(cfg, history)})
 
 
-def train_vgg16_augmented(stage: str, model: keras.Model, train_split: dict, val_split: dict, params: dict,
+def train_vgg16_augmented(stage: str, build_model: Callable[[int], keras.Model], params: dict,
                           start_file: Path) -> None:
-    """train_aug_frozen and finetune: train `model` on augmented training images and save it.
-    With `vgg16.augment_bank: K` > 0 on extract_features' bank (K augmented copies through
-    blocks 1-4), with 0 augmenting afresh every epoch. start_file: where the starting weights
-    came from (the ImageNet weights or train_aug_frozen's model), part of the checkpoint key."""
+    """train_aug_frozen and finetune: build the model (`build_model(image_size)`, inside the
+    strategy's scope), train it on augmented training images and save it. With
+    `vgg16.augment_bank: K` > 0 on extract_features' bank (K augmented copies through blocks
+    1-4), with 0 augmenting afresh every epoch. start_file: where the starting weights came
+    from (the ImageNet weights or train_aug_frozen's model), part of the checkpoint key."""
     from stages.lib import datasets
 
+    configure(params["train"])
+    train_split, val_split = datasets.load_split("train"), datasets.load_split("validation")
+    with strategy_scope(params["train"]):
+        model = build_model(train_split["images"].shape[1])
     copies = params["vgg16"]["augment_bank"]
     bank = datasets.load_bank(BANK_FILE, copies, train_split["labels"]) if copies else None
     run = train(
@@ -344,7 +347,7 @@ def save(stage: str, model: keras.Model, run: Run) -> None:
 
 def summarize(history: list[dict], n_train: int, wall_seconds: float, **extra) -> dict:
     """Final and best validation metrics of a run (numbers only, for dvc metrics)."""
-    best = min(history, key=lambda r: r["val_loss"])
+    best = best_row(history)
     last = history[-1]
     seconds = statistics.median(r["seconds"] for r in history)
     return {

@@ -38,8 +38,8 @@ import numpy as np
 from PIL import Image
 
 from stages.lib.params import UserError, load_params, run_stage
-from stages.lib.images import CLASSES, FORMATS, check_image, decode_resized
-from stages.lib.study import MODEL_NAMES, metrics_file, model_file
+from stages.lib.images import FORMATS, check_image, decode_resized
+from stages.lib.study import CLASSES, MODEL_NAMES, THRESHOLD, kept_val_accuracy, metrics_file, model_file
 
 CHUNK = 64  # images decoded and predicted at a time: bounded memory for large folders
 # File names a folder search takes: those Pillow reads in a format the pipeline accepts.
@@ -67,10 +67,7 @@ def validation_accuracy(stage: str) -> float | None:
     if not path.is_file():
         return None
     try:
-        metrics = json.loads(path.read_text())
-        # A stage that restored its best epoch saved that epoch's weights, not the last one's.
-        key = "val_accuracy_at_best_val_loss" if "restored_epoch" in metrics else "val_accuracy"
-        return float(metrics[key])
+        return float(kept_val_accuracy(json.loads(path.read_text())))
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path} has no readable validation accuracy ({type(e).__name__}: {e}); {NOT_FOUND_HINT}") from None
 
@@ -150,7 +147,7 @@ def load_predictor(name: str, image_size: int):
 
 
 def line(path: Path, model: str, p_dog: float | None, error: str | None, as_json: bool) -> str:
-    label = None if p_dog is None else CLASSES[int(p_dog >= 0.5)]
+    label = None if p_dog is None else CLASSES[int(p_dog >= THRESHOLD)]
     if as_json:
         p = None if p_dog is None else round(p_dog, 6)
         return json.dumps({"file": str(path), "model": model, "p_dog": p, "label": label, "error": error})

@@ -21,12 +21,14 @@ import json
 import sys
 from pathlib import Path
 
+from stages.lib.study import DESCRIPTIONS, MODEL_NAMES, README_FILE, kept_val_accuracy, metrics_file
+
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
 STAGES_START = "<!-- stages:start -->"  # the per-stage table: epochs, time, machine
 STAGES_END = "<!-- stages:end -->"
-README = Path("README.md")
-METRICS = Path("metrics/evaluate.json")
+README = README_FILE
+METRICS = metrics_file("evaluate")
 EXTENDED = "extended"  # the key of the extended test set's metrics, beside the models
 
 # Quoted reference values (not measured here).
@@ -94,7 +96,6 @@ def extended_cell(r) -> str:
 
 def table(results: dict, metrics_path: Path = METRICS) -> str:
     """The Markdown block between the markers (without them)."""
-    from stages.lib.study import DESCRIPTIONS, MODEL_NAMES
 
     extended = results.get(EXTENDED) if isinstance(results.get(EXTENDED), dict) else {}
     models = {k: v for k, v in results.items() if k != EXTENDED}
@@ -130,13 +131,11 @@ def table(results: dict, metrics_path: Path = METRICS) -> str:
 def stage_table(metrics_dir: Path) -> str:
     """The per-stage block: how each stage of the committed run trained and what it cost,
     from metrics/<stage>.json (epochs, epoch kept, wall time, images/s, CPU, precision)."""
-    from stages.lib.study import MODEL_NAMES
-
     rows = ["| stage | epochs (kept) | val accuracy (kept epoch) | wall | s/epoch | train images/s | CPU | precision |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     total = 0.0
     for stage in ("extract_features", *MODEL_NAMES):
-        path = metrics_dir / f"{stage}.json"
+        path = metrics_file(stage, metrics_dir)
         if not path.is_file():
             rows.append(f"| `{stage}` | not in `{path.as_posix()}` | | | | | | |")
             continue
@@ -151,7 +150,7 @@ def stage_table(metrics_dir: Path) -> str:
             rows.append(f"| `{stage}` | {done} | | {wall} | | | {machine} | {m.get('precision', '?')} |")
             continue
         kept = m.get("restored_epoch", m["epochs_run"])
-        val = m["val_accuracy_at_best_val_loss"] if "restored_epoch" in m else m["val_accuracy"]
+        val = kept_val_accuracy(m)
         rows.append(f"| `{stage}` | {m['epochs_run']} ({kept}) | {val:.3f} | {wall} | {m['seconds_per_epoch']:.1f} | "
                     f"{m['train_images_per_second']:.0f} | {machine} | {m.get('precision', '?')} |")
     rows += ["", f"Training and feature extraction: {total / 60:.0f} min in all, from `{metrics_dir.as_posix()}/*.json` "
