@@ -44,10 +44,10 @@ def main() -> None:
         for name, split in splits.items():
             # Blocks 1-4 then block 5: the same computation as the whole base in one pass.
             block4[name] = datasets.run_model(lambda x: to_block4(x, training=False),
-                                       datasets.eval_batches(split["images"], None, batch),
-                                       len(split["images"]), to_block4.output.shape[1:], block4_dtype)
+                                              datasets.eval_batches(split["images"], None, batch),
+                                              len(split["images"]), to_block4.output.shape[1:], block4_dtype)
             features = datasets.run_model(lambda x: block5(x, training=False), datasets.eval_batches(block4[name], None, batch),
-                                   len(block4[name]), block5.output.shape[1:], np.float32)
+                                          len(block4[name]), block5.output.shape[1:], np.float32)
             save_npz(out / f"{name}.npz", features=features, labels=split["labels"], files=split["files"],
                      image_size=np.int32(image_size))
             print(f"{name}: features {features.shape}")
@@ -58,7 +58,7 @@ def main() -> None:
         if copies:
             print(f"augmentation bank: {copies} copies of {len(train['images'])} images through VGG16 blocks 1-4")
         bank = datasets.build_bank(to_block4, train["images"], copies, params["train"]["seed"], params["augmentation"],
-                            batch, dtype=BANK_DTYPE)
+                                   batch, dtype=BANK_DTYPE)
         validation = block4["validation"].astype(BANK_DTYPE) if copies else bank[:0]
         if not (np.isfinite(bank).all() and np.isfinite(validation).all()):
             raise UserError(f"{BANK_FILE}: block4 activations overflow float16; use train.precision: float32")

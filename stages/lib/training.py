@@ -279,7 +279,7 @@ def train(
                   f"({len(train_inputs)} + {len(val_inputs)} activations)")
             train_inputs, val_inputs = (
                 datasets.run_model(lambda x: frozen(x, training=False), datasets.eval_batches(a, None, batch), len(a),
-                            frozen.output.shape[1:], tf.as_dtype(frozen.output.dtype).as_numpy_dtype)
+                                   frozen.output.shape[1:], tf.as_dtype(frozen.output.dtype).as_numpy_dtype)
                 for a in (train_inputs, val_inputs)
             )
             extra["frozen_seconds"] = time.perf_counter() - t

@@ -86,7 +86,7 @@ def choose_model(requested: str | None) -> tuple[str, str]:
     scored = [(accuracy, name) for name in present if (accuracy := validation_accuracy(name)) is not None]
     if not scored:
         raise UserError(f"{metrics_file(present[0])} not found, so no model can be chosen by validation accuracy: "
-                          f"{NOT_FOUND_HINT}, or name one with --model")
+                        f"{NOT_FOUND_HINT}, or name one with --model")
     # max() keeps the first of equals: ties go to the earlier, simpler model.
     accuracy, name = max(scored, key=lambda pair: pair[0])
     return name, f"best validation accuracy {accuracy:.3f} ({metrics_file(name)}); --model to choose another"
@@ -142,7 +142,7 @@ def load_predictor(name: str, image_size: int):
         raise UserError(f"{path} cannot be loaded ({type(e).__name__}: {e}): {NOT_FOUND_HINT}") from None
     if tuple(model.input_shape[1:]) != (image_size, image_size, 3):
         raise UserError(f"{path} takes images of shape {tuple(model.input_shape[1:])} but params.yaml "
-                          f"split.image_size is {image_size}: {NOT_FOUND_HINT} to retrain with it")
+                        f"split.image_size is {image_size}: {NOT_FOUND_HINT} to retrain with it")
     return model
 
 
