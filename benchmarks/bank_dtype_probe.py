@@ -1,6 +1,4 @@
-#!/usr/bin/env python
-"""How the storage dtype of the augmentation bank changes what is computed from it (not
-collected by pytest).
+"""How the storage dtype of the augmentation bank changes what is computed from it.
 
 The bank holds VGG16 `block4_pool` activations (9x9x512 at 150 px) of augmented training
 images; `finetune` trains block5 + the dense head on them. This probe builds finetune's
@@ -12,7 +10,9 @@ the reference (float32 compute, float32 storage) it reports max/mean absolute an
 differences of the stored activations, of block5_pool's output and of P(dog) (and its
 logit), and the range of the activations (float16 overflows above 65504).
 
-    python tests/bank_dtype_probe.py --out tests/benchmarks/bank-dtype.json    # ~2 min on 2 cores
+Run from the project root, as a module:
+
+    python -m benchmarks.bank_dtype_probe --out benchmarks/results/<cpu-kind>-<date>-bank-dtype.json    # ~2 min on 2 cores
 """
 
 from __future__ import annotations
@@ -25,15 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
-for path in (ROOT, TESTS):  # run as `python tests/bank_dtype_probe.py`
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+from benchmarks import benchmark  # machine_info, pick_files, decode_subset
 
-import benchmark as B  # noqa: E402  (machine_info, pick_files, decode_subset)
-
-WEIGHTS = B.SHARED / "weights" / "vgg16_imagenet_notop.weights.h5"
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = benchmark.SHARED / "weights" / "vgg16_imagenet_notop.weights.h5"
 COMPUTE = ("float32", "mixed_bfloat16")
 STORAGE = ("float32", "float16", "bfloat16")
 BATCH = 50
@@ -44,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="JSON file to write")
     p.add_argument("--images", type=int, default=300, help="real images, half cats half dogs (default 300)")
-    p.add_argument("--images-dir", type=Path, default=B.IMAGES_DIR)
+    p.add_argument("--images-dir", type=Path, default=benchmark.IMAGES_DIR)
     p.add_argument("--weights", type=Path, default=WEIGHTS, help=f"VGG16 notop Keras weights (default {WEIGHTS})")
     args = p.parse_args(argv)
     if args.images < 2:
@@ -175,13 +170,13 @@ def main(argv=None) -> int:
 
     params = load_params("split", "train", "augmentation", "train_aug_frozen", path=ROOT / "params.yaml")
     size = params["split"]["image_size"]
-    report = {"machine": B.machine_info(), "settings": {"images": args.images, "image_size": size, "batch": BATCH,
-                                                        "weights": str(args.weights), "seed": params["train"]["seed"],
-                                                        "bank": "datasets.build_bank copy 0 of finetune's frozen prefix (blocks 1-4)",
-                                                        "head": "random init (keras seed), finetune's model: block5 + dense head"}}
+    report = {"machine": benchmark.machine_info(), "settings": {"images": args.images, "image_size": size, "batch": BATCH,
+                                                                "weights": str(args.weights), "seed": params["train"]["seed"],
+                                                                "bank": "datasets.build_bank copy 0 of finetune's frozen prefix (blocks 1-4)",
+                                                                "head": "random init (keras seed), finetune's model: block5 + dense head"}}
     with tempfile.TemporaryDirectory(prefix="catsdogs-bank-dtype-") as tmp:
         arrays = Path(tmp) / "arrays.npz"
-        report["data"] = B.decode_subset(B.pick_files(args.images_dir, args.images), size, arrays)
+        report["data"] = benchmark.decode_subset(benchmark.pick_files(args.images_dir, args.images), size, arrays)
         with np.load(arrays) as data:
             images = data["images"]
     report["results"] = run(args, images, params["augmentation"], params["train"]["seed"], params["train_aug_frozen"])

@@ -1,5 +1,4 @@
-#!/usr/bin/env python
-"""Throughput benchmark of the study, on the real Kaggle images (not collected by pytest).
+"""Throughput benchmark of the study, on the real Kaggle images.
 
 Measures, in one run, each configuration in a fresh subprocess (so that a precision policy
 or a traced graph never leaks from one to the next):
@@ -23,10 +22,12 @@ project/compute-bound and project/seed-style, checks them against the goal (proj
 pipeline within 10% of the compute bound and at least 3x the seed-style one), and with
 --repro DIR times a `dvc repro` in DIR stage by stage and a no-op `dvc repro` after it.
 
-    python tests/benchmark.py --out benchmark.json               # everything: ~40 min on 2 idle cores
-    python tests/benchmark.py --quick --out quick.json           # a smoke check, a few minutes
-    python tests/benchmark.py --configs project_aug:float32,in_memory:float32 --out f32.json
-    python tests/benchmark.py --configs none --noop-only --repro ../study --out noop.json
+Run from the project root, as a module:
+
+    python -m benchmarks.benchmark --out benchmark.json               # everything: ~40 min on 2 idle cores
+    python -m benchmarks.benchmark --quick --out quick.json           # a smoke check, a few minutes
+    python -m benchmarks.benchmark --configs project_aug:float32,in_memory:float32 --out f32.json
+    python -m benchmarks.benchmark --configs none --noop-only --repro ../study --out noop.json
 """
 
 from __future__ import annotations
@@ -47,9 +48,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # run as `python tests/benchmark.py`: stages/ is importable
-
 SHARED = ROOT.parent / "shared"
 IMAGES_DIR = SHARED / "datasets" / "dogs-vs-cats" / "train"
 PIPELINES = ("project_aug", "project_plain", "seed_style", "in_memory", "vgg16_forward")
@@ -358,7 +356,7 @@ def seed_style_unavailable() -> str | None:
 def launch(spec: dict, timeout: int) -> dict:
     """Run one config in a fresh Python process; its result, or the error it died with."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--out", os.devnull, "--worker", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "benchmarks.benchmark", "--out", os.devnull, "--worker", json.dumps(spec)]
     t = time.perf_counter()
     try:
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

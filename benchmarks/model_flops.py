@@ -1,5 +1,5 @@
 """Floating-point operations of the study's Keras models, counted analytically from their
-layer shapes (used by tests/study_benchmark.py; tested in tests/test_benchmark_smoke.py).
+layer shapes (used by benchmarks/study_benchmark.py; tested in tests/test_benchmark_smoke.py).
 
 Only convolutions and dense layers are counted, at 2 FLOPs per multiply-add: in every
 model of the study they are over 99% of the arithmetic (pooling, ReLU, rescaling and the

@@ -1,5 +1,4 @@
-#!/usr/bin/env python
-"""What helps on 2 cores: runtime settings measured as ratios in one run (not collected by pytest).
+"""What helps on 2 cores: runtime settings measured as ratios in one run.
 
 Four families, each timed on the real Kaggle images (decoded once to the study's image size)
 and the real VGG16 ImageNet weights, in the study's precision (`train.precision: auto`, i.e.
@@ -22,8 +21,10 @@ The machine is shared, so every figure is a ratio to a baseline timed in the sam
 configurations are interleaved (round-robin, `--rounds` times), each timing is repeated,
 the median is kept, and the load average is recorded beside every timing.
 
-    python tests/speed_probes.py --rounds 2 --out tests/benchmarks/speed-probes.json   # ~20 min on 2 busy cores
-    python tests/speed_probes.py --families jit,val_batch --rounds 2 --out /tmp/p.json
+Run from the project root, as a module:
+
+    python -m benchmarks.speed_probes --rounds 2 --out benchmarks/results/<cpu-kind>-<date>-speed-probes.json   # ~20 min on 2 busy cores
+    python -m benchmarks.speed_probes --families jit,val_batch --rounds 2 --out /tmp/p.json
 """
 
 from __future__ import annotations
@@ -38,15 +39,10 @@ import tempfile
 import time
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
-for path in (ROOT, TESTS):  # run as `python tests/speed_probes.py`: stages/ and benchmark.py importable
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+from benchmarks import benchmark  # machine_info, pick_files, decode_subset
 
-import benchmark as B  # noqa: E402  (machine_info, pick_files, decode_subset)
-
-WEIGHTS = B.SHARED / "weights" / "vgg16_imagenet_notop.weights.h5"
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = benchmark.SHARED / "weights" / "vgg16_imagenet_notop.weights.h5"
 FAMILIES = ("runtime", "vgg_batch", "val_batch", "jit")
 RUNTIME_CONFIGS = {  # name -> (intra, inter) threads or None for TF's default, extra env
     "default": (None, {}),
@@ -74,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--runtime-vgg-images", type=int, default=100, help="images per VGG16 timing in the runtime family (default 100)")
     p.add_argument("--runtime-timeout", type=int, default=150, help="seconds before a runtime-family process is abandoned (default 150)")
     p.add_argument("--precision", default="auto", help="auto (as train.precision), float32 or mixed_bfloat16")
-    p.add_argument("--images-dir", type=Path, default=B.IMAGES_DIR)
+    p.add_argument("--images-dir", type=Path, default=benchmark.IMAGES_DIR)
     p.add_argument("--weights", type=Path, default=WEIGHTS, help=f"VGG16 notop Keras weights (default {WEIGHTS})")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -264,15 +260,15 @@ def run_worker(spec: dict) -> dict:
 
 def launch(spec: dict, extra_env: dict | None = None, timeout: int = 900) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--out", os.devnull, "--worker", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "benchmarks.speed_probes", "--out", os.devnull, "--worker", json.dumps(spec)]
     t = time.perf_counter()
     try:
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s", "timed_out_seconds": timeout}
     for line in reversed(done.stdout.splitlines()):
-        if line.startswith(B.RESULT_TAG):
-            return {**json.loads(line[len(B.RESULT_TAG):]), "process_wall_seconds": round(time.perf_counter() - t, 1)}
+        if line.startswith(benchmark.RESULT_TAG):
+            return {**json.loads(line[len(benchmark.RESULT_TAG):]), "process_wall_seconds": round(time.perf_counter() - t, 1)}
     tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
     return {"error": f"exit code {done.returncode}", "output_tail": tail}
 
@@ -328,7 +324,7 @@ def family_runtime(spec: dict, rounds: int, timeout: int) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
-        print(B.RESULT_TAG + json.dumps(run_worker(json.loads(args.worker))), flush=True)
+        print(benchmark.RESULT_TAG + json.dumps(run_worker(json.loads(args.worker))), flush=True)
         return 0
     if not args.images_dir.is_dir() or not args.weights.is_file():
         print(f"error: real images ({args.images_dir}) or VGG16 weights ({args.weights}) not found", file=sys.stderr)
@@ -336,7 +332,7 @@ def main(argv=None) -> int:
     from stages.lib.params import load_params
 
     image_size = load_params("split", path=ROOT / "params.yaml")["split"]["image_size"]
-    report = {"machine": B.machine_info(), "settings": {
+    report = {"machine": benchmark.machine_info(), "settings": {
         "images": args.images, "vgg_images": args.vgg_images, "image_size": image_size, "precision_asked": args.precision,
         "runtime_vgg_images": args.runtime_vgg_images, "rounds": args.rounds, "train_batch": TRAIN_BATCH, "vgg_stage_batch": VGG_STAGE_BATCH, "weights": str(args.weights),
         "note": "figures are medians of interleaved timings; ratios compare configurations timed in the same run",
@@ -344,7 +340,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="catsdogs-probes-") as tmp:
         arrays = Path(tmp) / "arrays.npz"
-        report["data"] = B.decode_subset(B.pick_files(args.images_dir, args.images), image_size, arrays)
+        report["data"] = benchmark.decode_subset(benchmark.pick_files(args.images_dir, args.images), image_size, arrays)
         spec = {"arrays": str(arrays), "weights": str(args.weights), "precision": args.precision,
                 "vgg_images": args.vgg_images,
                 "runtime_vgg_images": args.runtime_vgg_images, "rounds": args.rounds}

@@ -1,11 +1,9 @@
-#!/usr/bin/env python
-"""Study benchmark: a finished study's stage timings against this machine's compute bound
-(not collected by pytest).
+"""Study benchmark: a finished study's stage timings against this machine's compute bound.
 
 Reads the per-stage metrics a `dvc repro` wrote (`metrics/*.json`) and the params each
 stage ran with (dvc.lock, else params.yaml). For every stage it counts the FLOPs of the
 work it did, phase by phase, from the models built with stages/lib/models.py at the study's
-image size (tests/model_flops.py: conv and dense multiply-adds; a training step is the
+image size (benchmarks/model_flops.py: conv and dense multiply-adds; a training step is the
 forward and backward pass, frozen layers forward only):
 
 - extract_features: `features`, VGG16 blocks 1-4 then block 5 over every split
@@ -33,9 +31,11 @@ finetune with bank_seconds: each stage built its own bank) are skipped, with the
 The peak belongs to the machine the benchmark runs on: run it where the study ran. With
 `--repro DIR` it also times a no-op `dvc repro` in DIR (a finished study).
 
-    python tests/study_benchmark.py --out tests/benchmarks/study-<machine>-<date>.json
-    python tests/study_benchmark.py --metrics ../study/metrics --lock ../study/dvc.lock --repro ../study --out s.json
-    python tests/study_benchmark.py --probe-seconds 2 --out s.json
+Run from the project root, as a module:
+
+    python -m benchmarks.study_benchmark --out benchmarks/results/<cpu-kind>-<date>-study.json
+    python -m benchmarks.study_benchmark --metrics ../study/metrics --lock ../study/dvc.lock --repro ../study --out s.json
+    python -m benchmarks.study_benchmark --probe-seconds 2 --out s.json
 """
 
 from __future__ import annotations
@@ -48,14 +48,10 @@ import sys
 import time
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
-for path in (ROOT, TESTS):  # run as `python tests/study_benchmark.py`
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+from benchmarks import benchmark  # machine_info, repro_timings
+from stages.lib.study import MODEL_NAMES, METRICS_DIR, metrics_file
 
-import benchmark as B  # noqa: E402  (machine_info, repro_timings)
-from stages.lib.study import MODEL_NAMES, METRICS_DIR, metrics_file  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MATMUL_SIZE = 2048
 PRECISION_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
@@ -134,7 +130,7 @@ def study_models(params: dict, image_size: int) -> dict[str, dict]:
     trained model); train_aug_frozen and finetune also `frozen` (the frozen layers above the
     bank's block4_pool, or None) and `trained` (the rest, which the epochs train on the bank).
     extract_features: `blocks_1_4` (pixels to block4_pool) and `block_5` (to block5_pool)."""
-    from model_flops import pass_flops
+    from benchmarks.model_flops import pass_flops
     from stages.lib import models
 
     head = section(params, "train_aug_frozen", "train_aug_frozen")  # finetune starts from that model
@@ -391,11 +387,11 @@ def fmt(x, width: int, digits: int) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    report = {"machine": B.machine_info(), "sources": {"metrics": str(args.metrics.resolve()), "lock": str(args.lock.resolve()),
-                                                      "params": str(args.params.resolve()), "metrics_machine": args.metrics_machine}}
+    report = {"machine": benchmark.machine_info(), "sources": {"metrics": str(args.metrics.resolve()), "lock": str(args.lock.resolve()),
+                                                              "params": str(args.params.resolve()), "metrics_machine": args.metrics_machine}}
     report["study"] = study_report(args)
     if args.repro:
-        report["dvc"] = B.repro_timings(args.repro, force=False, noop_only=True)
+        report["dvc"] = benchmark.repro_timings(args.repro, force=False, noop_only=True)
     report["load_average_at_end"] = list(os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

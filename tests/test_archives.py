@@ -5,7 +5,6 @@ run offline, and credentials never reach an error message. Only 127.0.0.1 is con
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import socket
 import stat
@@ -18,16 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, local_http_server, synthetic_image
+from helpers import ROOT, jpeg_bytes, local_http_server
 from stages.lib import sources
 from stages.download import scan
 from stages.lib.params import UserError
-
-
-def jpeg_bytes(label: str, i: int) -> bytes:
-    buf = io.BytesIO()
-    synthetic_image(label, i, 16).save(buf, format="JPEG")
-    return buf.getvalue()
 
 
 def make_zip(path: Path, entries: list[tuple[zipfile.ZipInfo | str, bytes]], method=zipfile.ZIP_DEFLATED) -> Path:
@@ -161,9 +154,6 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_error(404)
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture(scope="module")
 def server():
@@ -171,6 +161,7 @@ def server():
         yield url
 
 
+@pytest.mark.network
 def test_complete_download(server, tmp_path):
     dest = tmp_path / "file.bin"
     sources.download(f"{server}/ok.bin", dest, md5=hashlib.md5(PAYLOAD).hexdigest(), timeout=10)
@@ -178,6 +169,7 @@ def test_complete_download(server, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"], "no .part file left"
 
 
+@pytest.mark.network
 @pytest.mark.parametrize(
     "path, md5, expected",
     [
@@ -195,6 +187,7 @@ def test_bad_download_leaves_nothing(server, tmp_path, path, md5, expected):
     assert list(tmp_path.iterdir()) == [], "neither the destination nor a .part file exists"
 
 
+@pytest.mark.network
 def test_network_error_says_how_to_run_offline(tmp_path):
     with socket.socket() as s:  # a port that was free a moment ago: connection refused
         s.bind(("127.0.0.1", 0))
@@ -235,7 +228,7 @@ def test_kaggle_failure_never_echoes_the_key(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- no code from data
 
-STAGE_SOURCES = sorted((ROOT / "stages").glob("*.py"))
+STAGE_SOURCES = sorted((ROOT / "stages").rglob("*.py"))  # stages/lib, figures and tools too
 
 
 def test_no_pickles_or_unsafe_model_loading_in_stages():

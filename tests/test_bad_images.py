@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image, features
 
-from conftest import synthetic_image
+from helpers import synthetic_image
 from stages import split
 from stages.download import inspect, scan
 from stages.lib.images import check_image, decode_resized, to_rgb

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT
+from helpers import ROOT, run_module
 from stages.lib.params import ParamError, SCHEMA, load_params, validate_section
 
 REAL = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -116,11 +113,6 @@ def test_missing_file(tmp_path):
 
 
 # ---------------------------------------------------------------- real stage processes
-
-def run_module(module: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", module], cwd=cwd, capture_output=True, text=True, env=env, timeout=120)
-
 
 def assert_one_error_line(result: subprocess.CompletedProcess, expected: str) -> None:
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)

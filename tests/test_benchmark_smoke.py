@@ -1,6 +1,6 @@
-"""Smoke tests of tests/benchmark.py (it runs, writes the JSON it promises, with positive
+"""Smoke tests of benchmarks/benchmark.py (it runs, writes the JSON it promises, with positive
 numbers; not a measurement: --quick, 16 images, one measured epoch), of the FLOP counter
-(tests/model_flops.py) and of tests/study_benchmark.py on a synthetic study."""
+(benchmarks/model_flops.py) and of benchmarks/study_benchmark.py on a synthetic study."""
 
 from __future__ import annotations
 
@@ -12,20 +12,18 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-IMAGES = SHARED / "datasets" / "dogs-vs-cats" / "train"
-SCRIPT = ROOT / "tests" / "benchmark.py"
+from helpers import ROOT
 
 
 def run_benchmark(*args: str, timeout: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "benchmarks.benchmark", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
-@pytest.mark.skipif(not IMAGES.is_dir(), reason=f"real Kaggle images not found at {IMAGES} (they sit beside the project in CI)")
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_quick_benchmark_writes_throughputs_and_ratios(tmp_path):
     out = tmp_path / "bench.json"
     # The two cheapest configs: the project's pipeline and the compute bound, float32.
@@ -51,6 +49,7 @@ def test_quick_benchmark_writes_throughputs_and_ratios(tmp_path):
     assert "float32: project_aug = " in done.stdout
 
 
+@pytest.mark.slow
 def test_noop_repro_timing(tmp_path):
     """--repro times each stage of a real `dvc repro`, then a no-op one (no images needed)."""
     dvc = Path(sys.executable).with_name("dvc")
@@ -75,12 +74,12 @@ def test_noop_repro_timing(tmp_path):
     assert timings["noop_repro"]["stages_run"] == [] and timings["noop_repro"]["wall_seconds"] > 0
 
 
-# ---------------------------------------------------------------- FLOP counter (tests/model_flops.py)
+# ---------------------------------------------------------------- FLOP counter (benchmarks/model_flops.py)
 
 def test_conv2d_and_dense_flops_are_twice_their_multiply_adds():
     import keras
 
-    from model_flops import layer_costs
+    from benchmarks.model_flops import layer_costs
 
     inputs = keras.Input((10, 12, 3))
     x = keras.layers.Conv2D(8, 3, name="conv")(inputs)  # valid padding: 8x10 outputs
@@ -98,7 +97,7 @@ def test_conv2d_and_dense_flops_are_twice_their_multiply_adds():
 def test_backward_pass_skips_frozen_prefix_and_first_input_gradient():
     import keras
 
-    from model_flops import pass_flops
+    from benchmarks.model_flops import pass_flops
 
     inputs = keras.Input((8, 8, 2))
     frozen = keras.layers.Conv2D(4, 3, name="frozen")
@@ -122,7 +121,7 @@ def test_vgg16_conv_base_counts_its_published_multiply_adds():
     15.5 G minus the dense top), so 30.7 GFLOPs forward."""
     import keras
 
-    from model_flops import pass_flops
+    from benchmarks.model_flops import pass_flops
 
     base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(224, 224, 3))
     assert pass_flops(base)["forward"] == pytest.approx(30.7e9, rel=0.005)
@@ -133,7 +132,7 @@ def test_stage_phases_count_the_shared_bank():
     training images through blocks 1-4 only); train_aug_frozen: its frozen block 5 once over
     K x train + validation bank activations, then the head's epochs; finetune: the epochs of
     block 5 + head on the bank, no frozen pass."""
-    from study_benchmark import stage_phases
+    from benchmarks.study_benchmark import stage_phases
 
     models = {
         "extract_features": {"blocks_1_4": {"forward": 100}, "block_5": {"forward": 20}},
@@ -166,7 +165,7 @@ def test_stage_phases_count_the_shared_bank():
 
 
 def test_old_format_metrics_are_recognised():
-    from study_benchmark import old_format
+    from benchmarks.study_benchmark import old_format
 
     assert "old format" in old_format("extract_features", {"images": 4000, "images_per_second": 9.0})
     assert old_format("extract_features", {"images": 4000, "images_per_second": 9.0, "bank_images": 0}) is None
@@ -213,13 +212,13 @@ def synthetic_study(root: Path) -> None:
 
 
 def test_study_benchmark_on_a_synthetic_study(tmp_path):
-    """tests/study_benchmark.py on synthetic new-format metrics, with a very short matmul
+    """benchmarks/study_benchmark.py on synthetic new-format metrics, with a very short matmul
     probe: every stage gets its phases, FLOPs, a compute bound at its recorded precision and
     wall / bound; the params come from dvc.lock before params.yaml."""
     synthetic_study(tmp_path)
     out = tmp_path / "study.json"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "study_benchmark.py"), "--metrics", str(tmp_path / "metrics"),
+    done = subprocess.run([sys.executable, "-m", "benchmarks.study_benchmark", "--metrics", str(tmp_path / "metrics"),
                            "--lock", str(tmp_path / "dvc.lock"), "--params", str(tmp_path / "params.yaml"),
                            "--probe-seconds", "0.05", "--probe-rounds", "1", "--out", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=170)

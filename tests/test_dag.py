@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from helpers import ROOT
 
 STAGES_DIR = ROOT / "stages"
 DVC_FILE = yaml.safe_load((ROOT / "dvc.yaml").read_text())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,17 +20,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_params, write_kaggle_folder
-from stages.lib import outputs; from stages import split
+from helpers import run_module, tiny_params, write_kaggle_folder
+from stages import split
+from stages.lib import outputs
 from stages.download import scan
 
 TOL = 1e-5  # metrics of two same-seed runs on CPU (observed: bit-identical)
 TIMING_KEYS = {"seconds_per_epoch", "train_images_per_second", "wall_seconds"}
-
-
-def run_module(module: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", module], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
 
 
 def make_raw(project: Path, source: Path, params: dict) -> Path:
@@ -64,13 +59,14 @@ def twice(raw, tmp_path_factory):
         project = tmp_path_factory.mktemp(f"run_{name}")
         shutil.copytree(template, project, dirs_exist_ok=True)
         for module in ("stages.split", "stages.train_custom"):
-            result = run_module(module, project)
+            result = run_module(module, project, timeout=600)
             assert result.returncode == 0, f"{module}:\n{result.stdout}\n{result.stderr}"
         runs.append(project)
         time.sleep(1.1)  # the second run's files get other timestamps
     return runs
 
 
+@pytest.mark.slow
 def test_split_is_byte_identical(twice):
     a, b = twice
     names = sorted(p.name for p in (a / "data/split/arrays").iterdir())
@@ -81,6 +77,7 @@ def test_split_is_byte_identical(twice):
         assert arrays["images"].shape == (24, 48, 48, 3) and arrays["files"][0] == "cat.0.jpg"
 
 
+@pytest.mark.slow
 def test_training_is_reproducible(twice):
     a, b = twice
     ma, mb = (json.loads((p / "metrics/train_custom.json").read_text()) for p in twice)
@@ -95,7 +92,7 @@ def test_training_is_reproducible(twice):
 
 def test_split_and_report_import_no_tensorflow():
     """`split` (and its figures) must not pay TensorFlow's import time."""
-    code = "import sys, stages.split, stages.report; sys.exit('tensorflow' in sys.modules)"
+    code = "import sys, stages.split, stages.figures.report; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=split.__file__.rsplit("/stages/", 1)[0]).returncode == 0
 
 

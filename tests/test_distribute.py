@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT
+from helpers import ROOT
 from stages.lib.params import ParamError, UserError, load_params, validate_section
 
 TIMEOUT = 240  # seconds per stage process; a tiny run takes ~15 s
@@ -214,6 +214,7 @@ def single_device(tmp_path_factory, random_vgg16_weights):
     return {stage: trained(path, stage) for stage in BOTH.split()}
 
 
+@pytest.mark.slow
 def test_mirrored_matches_one_device(tmp_path, single_device, random_vgg16_weights):
     """Both training paths on two replicas: train_feature_clf, and train_aug_frozen's bank
     (frozen prefix run once on one device, the suffix trained mirrored)."""
@@ -226,6 +227,8 @@ def test_mirrored_matches_one_device(tmp_path, single_device, random_vgg16_weigh
         assert_same_training(trained(path, stage), single_device[stage])
 
 
+@pytest.mark.slow
+@pytest.mark.network
 def test_multi_worker_matches_one_device(tmp_path, single_device, random_vgg16_weights):
     """Two workers on 127.0.0.1, one replica each, each in its own checkout."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from conftest import SHARED_IMAGES
+from helpers import SHARED_IMAGES
 from stages.lib import models
 from stages.lib.export import export_savedmodel
 from stages.lib.images import decode_resized

@@ -21,18 +21,12 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, local_http_server, synthetic_image
+from helpers import ROOT, jpeg_bytes, local_http_server
 from stages import download
 from stages.lib import sources
 from stages.lib.params import UserError
 
 REAL = yaml.safe_load((ROOT / "params.yaml").read_text())
-
-
-def jpeg_bytes(label: str, i: int) -> bytes:
-    buf = io.BytesIO()
-    synthetic_image(label, i, 16).save(buf, format="JPEG")
-    return buf.getvalue()
 
 
 def zip_bytes(entries, method=zipfile.ZIP_DEFLATED) -> bytes:
@@ -201,9 +195,6 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up: that is the point
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture(scope="module")
 def server():
@@ -216,6 +207,7 @@ def fresh_counts():
     requests.clear()
 
 
+@pytest.mark.network
 def test_chunked_download_cut_midway_is_one_line(server, tmp_path):
     url = f"{server}/chunked.bin"
     with pytest.raises(UserError) as err:
@@ -227,6 +219,7 @@ def test_chunked_download_cut_midway_is_one_line(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.network
 @pytest.mark.parametrize("path, attempts", [("/flaky.bin", 2), ("/busy.bin", 3)], ids=["empty-reply", "503"])
 def test_transient_failure_is_retried_and_said(server, tmp_path, capsys, path, attempts):
     got = sources.download(f"{server}{path}", tmp_path / "file.bin", timeout=5)
@@ -237,6 +230,7 @@ def test_transient_failure_is_retried_and_said(server, tmp_path, capsys, path, a
     assert f"attempt 1 of {sources.ATTEMPTS}" in said
 
 
+@pytest.mark.network
 def test_slow_server_stalls_out(server, tmp_path, monkeypatch):
     """One byte per 50 ms is 20 bytes/s: under a 1000 bytes/s minimum over 0.5 s."""
     monkeypatch.setattr(sources, "STALL_WINDOW_S", 0.5)
@@ -249,6 +243,7 @@ def test_slow_server_stalls_out(server, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.network
 def test_slow_server_hits_the_deadline(server, tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "MIN_BYTES_PER_S", 0)  # only the overall deadline applies
     monkeypatch.setattr(sources, "DEADLINE_S", 0.6)
@@ -260,6 +255,7 @@ def test_slow_server_hits_the_deadline(server, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.network
 def test_html_page_or_cut_body_names_the_url_and_what_came_back(server, tmp_path):
     url = f"{server}/page.zip"
     with pytest.raises(UserError) as err:
@@ -275,6 +271,7 @@ def test_html_page_or_cut_body_names_the_url_and_what_came_back(server, tmp_path
     assert ".download" not in str(err.value) and "source.zip" not in str(err.value)
 
 
+@pytest.mark.network
 def test_known_archive_with_wrong_hash_or_size_is_refused(server, tmp_path, monkeypatch):
     url = f"{server}/ok.bin"
     sha = hashlib.sha256(PAYLOAD).hexdigest()
@@ -302,6 +299,7 @@ def test_the_default_archive_is_a_known_one():
     assert known.size == 824_887_076 and len(known.sha256) == 64
 
 
+@pytest.mark.network
 def test_first_source_fails_then_second_works(server, tmp_path, capsys):
     work = tmp_path / "work"
     used, root, manifest, rejected = download.first_usable_source(
@@ -315,6 +313,7 @@ def test_first_source_fails_then_second_works(server, tmp_path, capsys):
     assert not (work / "source-1").exists(), "the failed source's files are removed at once"
 
 
+@pytest.mark.network
 def test_all_sources_failing_is_one_line_naming_each(server, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -342,6 +341,7 @@ def write_params(folder: Path, source) -> None:
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+@pytest.mark.network
 def test_sigterm_during_download_removes_part_and_temporary_folder(server, tmp_path):
     write_params(tmp_path, f"{server}/drip.zip")
     stage = run_stage_process("stages.download", tmp_path)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import ROOT, synthetic_image
+from helpers import ROOT, synthetic_image
 from stages.lib.params import ParamError, SCHEMA, load_params, validate_section
 from stages.download import inspect, scan
 from stages.lib.images import check_image, decode_resized

@@ -11,7 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import dvc, make_project, ran_stages, tiny_params, write_kaggle_folder
+import pytest
+
+from helpers import dvc, make_project, ran_stages, tiny_params, write_kaggle_folder
+
+pytestmark = pytest.mark.slow  # `dvc exp run --temp` and the queue, each running download and split
 
 QUEUE_TIMEOUT = 240  # seconds
 

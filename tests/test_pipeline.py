@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import TRAINING_STAGES, dvc, git, make_project, ran_stages, tiny_params, write_kaggle_folder
+from helpers import TRAINING_STAGES, dvc, git, make_project, ran_stages, tiny_params, write_kaggle_folder
+
+pytestmark = pytest.mark.slow  # every test reads one `dvc repro` of the whole pipeline
 
 PER_CLASS = 27
 ALL_STAGES = ["download", "split", "train_custom", "train_custom_aug", "extract_features",

@@ -17,7 +17,7 @@ import yaml
 from keras import layers
 from PIL import Image
 
-from conftest import ROOT
+from helpers import ROOT
 from stages.lib.study import MODEL_NAMES
 
 SIZE = 48

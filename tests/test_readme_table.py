@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.tools import readme_table
+from helpers import ROOT
 from stages.lib.study import MODEL_NAMES as MODELS
-
-ROOT = Path(__file__).resolve().parents[1]
+from stages.tools import readme_table
 
 README = """# Title
 

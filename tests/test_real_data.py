@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SHARED_IMAGES, SHARED_WEIGHTS, dvc, make_project, needs_shared, ran_stages, tiny_params
+from helpers import SHARED_IMAGES, SHARED_WEIGHTS, dvc, make_project, ran_stages, tiny_params
+
+pytestmark = [pytest.mark.slow, pytest.mark.real_data]  # a real `dvc repro split`; skipped without ../shared
 
 PER_CLASS = 20
 
@@ -35,7 +37,6 @@ def project(tmp_path_factory):
     return path
 
 
-@needs_shared
 def test_download_keeps_every_real_photo(project):
     manifest = pd.read_csv(project / "data/raw/manifest.csv")
     assert len(manifest) == 2 * PER_CLASS
@@ -48,7 +49,6 @@ def test_download_keeps_every_real_photo(project):
     assert metrics["images"] == 40 and metrics["cats"] == metrics["dogs"] == 20 and metrics["rejected"] == 0
 
 
-@needs_shared
 def test_split_of_real_photos(project):
     index = pd.read_csv(project / "data/split/index.csv")
     counts = index.groupby(["split", "label"]).size().to_dict()
@@ -61,7 +61,6 @@ def test_split_of_real_photos(project):
     assert metrics["train_cats"] == 10 and metrics["test_dogs"] == 5
 
 
-@needs_shared
 def test_real_weights_converted_and_loadable(project):
     import keras
 
@@ -76,7 +75,6 @@ def test_real_weights_converted_and_loadable(project):
     assert not (project / "data/weights").is_symlink() and SHARED_WEIGHTS.is_file()
 
 
-@needs_shared
 def test_predict_on_real_photos(project):
     """`python -m stages.tools.predict` on real JPEGs, end to end (decoding, model loading, output),
     with a random-init network: only the path is exercised, its answers mean nothing. They

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import subprocess
 
-from conftest import dvc, git, make_project, ran_stages, tiny_params, write_kaggle_folder
+import pytest
+
+from helpers import dvc, git, make_project, ran_stages, tiny_params, write_kaggle_folder
+
+pytestmark = pytest.mark.slow  # a `dvc repro` up to train_feature_clf, push, clone, pull
 
 TARGET = "train_feature_clf"  # download -> split -> extract_features -> train_feature_clf
 OUTPUTS = (

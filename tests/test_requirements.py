@@ -11,7 +11,7 @@ import sys
 import pytest
 from packaging.requirements import Requirement
 
-from conftest import ROOT
+from helpers import ROOT
 
 PYTHONS = ("3.11", "3.12", "3.13")  # README, Quick start
 PLATFORMS = {  # pip --platform tags, and the marker environment of such a machine
@@ -53,6 +53,8 @@ def index_reachable() -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.slow
+@pytest.mark.network
 @pytest.mark.parametrize("python", PYTHONS)
 @pytest.mark.parametrize("platform", sorted(PLATFORMS))
 def test_every_pin_has_a_wheel(platform, python, tmp_path):

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, dvc, make_project, ran_stages, tiny_params, write_kaggle_folder
+from helpers import ROOT, dvc, make_project, ran_stages, tiny_params, write_kaggle_folder
 
 EPOCHS = 6
 STATE = Path("data/checkpoints/train_custom/state.json")
@@ -93,6 +93,7 @@ def resumed(killed):
     return project, done, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_rerun_resumes_after_last_completed_epoch(resumed):
     project, done, output = resumed
     assert f"resuming from data/checkpoints/train_custom after epoch {done}" in output, output
@@ -102,12 +103,14 @@ def test_rerun_resumes_after_last_completed_epoch(resumed):
     assert 1 <= metrics["best_val_loss_epoch"] <= EPOCHS
 
 
+@pytest.mark.slow
 def test_curves_have_every_epoch_once(resumed):
     project, _, _ = resumed
     for name, steps in curve_steps(project).items():
         assert steps == list(range(1, EPOCHS + 1)), f"{name}: {steps}"
 
 
+@pytest.mark.slow
 def test_resumed_model_loads_and_checkpoint_is_gone(resumed):
     project, _, _ = resumed
     import keras
@@ -123,6 +126,7 @@ def test_resumed_model_loads_and_checkpoint_is_gone(resumed):
         dvc(project, "repro", "train_custom").stdout) == [], "dvc sees the resumed run as complete"
 
 
+@pytest.mark.slow
 def test_param_change_after_kill_starts_fresh(resumed, killed):
     project, _, saved = killed
     # The state a kill leaves, then a different learning rate: that checkpoint is not this run's.
@@ -159,6 +163,7 @@ def test_unreadable_checkpoint_is_reported_not_fatal(tmp_path, monkeypatch, caps
     assert "is unreadable (JSONDecodeError" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_of_a_killed_run_does_not_block_the_stage(resumed, killed):
     """Issue repro: kill after 2 epochs, flip bytes in the middle of model.keras, rerun:
     the stage says so, sets the checkpoint aside, trains from scratch and succeeds."""

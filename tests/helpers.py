@@ -1,0 +1,142 @@
+"""Plain helpers of the tests (fixtures live in conftest.py): where the project and the real
+data are, tiny synthetic data sets, and a throw-away copy of the project as a git + DVC
+repository, so that tests run the real `dvc repro` without touching this checkout.
+
+Imported as `from helpers import ...` (pytest.ini puts tests/ and the project root on
+sys.path)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from stages.lib.study import MODEL_NAMES
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SHARED_IMAGES = SHARED / "datasets" / "dogs-vs-cats" / "train"
+SHARED_WEIGHTS = SHARED / "weights" / "vgg16_imagenet_notop.weights.h5"
+PROJECT_FILES = ("stages", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore")
+TRAINING_STAGES = MODEL_NAMES
+
+
+def shared_missing() -> str | None:
+    """Why the tests marked `real_data` cannot run here, or None when ../shared has the real
+    images and weights (conftest.py skips those tests with this reason)."""
+    if SHARED_IMAGES.is_dir() and SHARED_WEIGHTS.is_file():
+        return None
+    return f"real images and weights not found at {SHARED} (they sit beside the project in CI)"
+
+
+def synthetic_image(label: str, index: int, size: int = 48) -> Image.Image:
+    """A class-dependent pattern: cats get horizontal stripes, dogs vertical, with noise,
+    random phase and colour, so that a tiny convnet can learn them in an epoch or two."""
+    rng = np.random.default_rng(index * 2 + (label == "dog"))
+    y, x = np.mgrid[0:size, 0:size]
+    period = rng.uniform(4, 8)
+    wave = np.sin(2 * np.pi * ((y if label == "cat" else x) / period + rng.uniform()))
+    colour = rng.uniform(0.3, 1.0, 3)
+    pixels = 127.5 + 100 * wave[..., None] * colour + rng.normal(0, 12, (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def jpeg_bytes(label: str, index: int, size: int = 16) -> bytes:
+    """synthetic_image as the bytes of a JPEG file (archive and download payloads)."""
+    buf = io.BytesIO()
+    synthetic_image(label, index, size).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def write_kaggle_folder(folder: Path, per_class: int, size: int = 48) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for label in ("cat", "dog"):
+        for i in range(per_class):
+            synthetic_image(label, i, size).save(folder / f"{label}.{i}.jpg", quality=92)
+    return folder
+
+
+def tiny_params(source: Path, weights: Path) -> dict:
+    """The real params.yaml with a small data set, small images and 1-2 epochs."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["download"] = {"source": str(source), "vgg16_weights": str(weights)}
+    params["split"].update(train_per_class=12, val_per_class=6, test_per_class=6, image_size=48)
+    params["train"]["precision"] = "float32"
+    for stage in TRAINING_STAGES:
+        params[stage].update(epochs=2, batch_size=8)
+    params["vgg16"]["augment_bank"] = 2
+    return params
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the dvc CLI of this interpreter's environment in cwd; fail with its output."""
+    exe = Path(sys.executable).with_name("dvc")
+    env = {**os.environ, "PYTHONPATH": str(cwd), "DVC_NO_ANALYTICS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def make_project(path: Path, params: dict) -> Path:
+    """Copy the project into `path` as a fresh git + DVC repo with `params`, committed."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, path / name)
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(path, "init", "-q")
+    git(path, "config", "user.email", "tests@example.com")
+    git(path, "config", "user.name", "tests")
+    dvc(path, "init", "-q")
+    dvc(path, "config", "core.analytics", "false")
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "project under test")
+    return path
+
+
+def ran_stages(output: str) -> list[str]:
+    """Stage names that a dvc repro / exp run actually executed, from its output."""
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+def run_module(module: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m module` in cwd with this project's code on the path, as a stage runs."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", module], cwd=cwd, capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+@contextlib.contextmanager
+def local_http_server(handler):
+    """An HTTP server on 127.0.0.1 (a free port) running `handler` in a thread, its request
+    log silenced; yields its base URL and shuts it down after. Tests reach no other address."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    quiet = type(handler.__name__, (handler,), {"log_message": lambda self, *args: None})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), quiet)
+    httpd.daemon_threads = True  # a handler the client gave up on never blocks the shutdown
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
