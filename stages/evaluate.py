@@ -7,7 +7,8 @@ bins and the Brier score; under "extended", each model on the extended test set,
 reliability curve, most confidently misclassified images, Grad-CAM heatmaps and learning
 curves (drawn here from each training stage's dvclive history, so a change to a figure
 reruns this stage alone); plots/report.md: the results, the figures, and a diagnosis of
-each training run; and data/export/<model>/: each model as a TensorFlow SavedModel.
+each training run (with the epoch it kept, from metrics/<stage>.json); and
+data/export/<model>/: each model as a TensorFlow SavedModel.
 
 The exports are made here, one stage for all five, rather than by each training stage: a
 model is exported exactly when it is scored, from the same file, and no training stage
@@ -91,7 +92,7 @@ def main() -> None:
     from stages.figures.evaluation import reliability_diagram
     from stages.lib.metrics import binary_metrics, brier_score, expected_calibration_error, reliability_curve, roc_curve
     from stages.lib.outputs import atomic_dir, write_csv, write_json
-    from stages.figures.report import evaluation_figures, misclassified_gallery, stage_curves, study_report
+    from stages.figures.report import evaluation_figures, kept_epochs, misclassified_gallery, stage_curves, study_report
 
     results, predictions, reliability, extended_results = {}, {}, {}, {}
     test = load_split("test")
@@ -139,7 +140,7 @@ def main() -> None:
     if extended_results:
         metrics["extended"] = {k: rounded(r) for k, r in extended_results.items()}
     write_json(metrics_file(STAGE), metrics)
-    study_report(results, DESCRIPTIONS, PLOTS_DIR, REPORT_FILE, extended_results)
+    study_report(results, DESCRIPTIONS, PLOTS_DIR, REPORT_FILE, extended_results, kept=kept_epochs(list(MODEL_NAMES)))
     print(f"report: {REPORT_FILE}; SavedModels: {EXPORT_DIR}/")
 
 

@@ -183,7 +183,8 @@ def test_report(project):
         r = results[name]
         row = [line for line in lines if line.startswith("| ") and f"| `{name}` | {r['accuracy']:.3f} (" in line]
         assert len(row) == 1 and row[0].endswith(f"| {r['n']} |"), name
-        diagnosis = diagnose(read_history(project / "plots" / name))
+        kept = read_json(project / f"metrics/{name}.json").get("restored_epoch")  # restore_best's epoch
+        diagnosis = diagnose(read_history(project / "plots" / name), kept)
         assert diagnosis.epochs == 2
         assert (project / f"plots/evaluate/misclassified_{name}.png").stat().st_size > 1000
         row = [line for line in lines if line.startswith(f"| {DESCRIPTIONS[name]} | `{name}` | ")

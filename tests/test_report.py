@@ -89,7 +89,8 @@ def test_study_report(tmp_path):
     extended = {"a": {"accuracy": 0.9, "accuracy_ci_low": 0.88, "accuracy_ci_high": 0.92, "roc_auc": 0.95, "n": 1000},
                 "b": {"accuracy": 0.8, "accuracy_ci_low": 0.77, "accuracy_ci_high": 0.83, "roc_auc": None, "n": 1000}}
 
-    text = report.study_report(results, {"a": "model A", "b": "model B"}, plots, plots / "report.md", extended)
+    text = report.study_report(results, {"a": "model A", "b": "model B"}, plots, plots / "report.md", extended,
+                               kept={"b": 11})
     assert (plots / "report.md").read_text() == text
     assert "## Extended test set (1000 images)" in text
     assert "| model A | `a` | 0.900 (0.880-0.920) | 0.950 | 1000 |" in text.splitlines()
@@ -104,10 +105,12 @@ def test_study_report(tmp_path):
         assert f"{r['accuracy']:.3f} ({r['accuracy_ci_low']:.3f}-{r['accuracy_ci_high']:.3f})" in row
         assert f"| {r['roc_auc']:.3f} |" in row
         assert row.endswith(f"| {r['ece']:.3f} | {r['brier']:.3f} | {r['n']} |")
-        d = diagnose(read_history(plots / stage))
+        d = diagnose(read_history(plots / stage), {"b": 11}.get(stage))
         assert f"- `{stage}`: {d.line}" in text.splitlines()
-    assert "- `a`: overfitting from epoch 4:" in text
-    assert "- `b`: still improving at the last epoch" in text
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{stage}` | 12 |"))
+        assert row.startswith(f"| `{stage}` | 12 | {d.best_val_loss:.4f} ({d.best_epoch}) | {d.kept_epoch or 12} | {d.onset} |")
+    assert "- `a`: overfitting from epoch" in text
+    assert "- `b`: still improving: " in text and "the weights kept are epoch 11's (restore_best)" in text
 
     links = re.findall(r"\]\(([^)]+)\)", text)
     assert "evaluate/misclassified_a.png" in links and "evaluate/curves/a.png" in links and "data/class_counts.png" in links

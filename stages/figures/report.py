@@ -15,8 +15,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from stages.lib.study import (CLASSES, SUMMARY_FIGURES, THRESHOLD, best_row, data_plots_dir,  # noqa: E402
-                              evaluate_dir, history_dir, model_figure)
+from stages.lib.study import (CLASSES, METRICS_DIR, SUMMARY_FIGURES, THRESHOLD, best_row,  # noqa: E402
+                              data_plots_dir, evaluate_dir, history_dir, metrics_file, model_figure)
 from stages.figures.evaluation import image_grid  # noqa: E402
 from stages.lib.outputs import save_figure  # noqa: E402
 
@@ -164,23 +164,39 @@ def stage_curves(stages: list[str], plots_dir: Path, out_dir: Path) -> None:
         training_curves(history, f"{stage}: loss and accuracy per epoch", out_dir / model_figure("curves", stage))
 
 
-def training_diagnoses(stages: list[str], plots_dir: Path) -> dict:
-    """stage -> Diagnosis, each from the stage's dvclive TSVs under plots_dir/<stage>."""
+def kept_epochs(stages: list[str], metrics_dir: Path = METRICS_DIR) -> dict[str, int]:
+    """stage -> the epoch whose weights it saved, for the stages that kept their best epoch
+    (`restored_epoch` in metrics/<stage>.json); a stage without the key kept its last."""
+    import json
+
+    kept = {}
+    for stage in stages:
+        path = metrics_file(stage, metrics_dir)
+        if path.is_file() and "restored_epoch" in (metrics := json.loads(path.read_text())):
+            kept[stage] = int(metrics["restored_epoch"])
+    return kept
+
+
+def training_diagnoses(stages: list[str], plots_dir: Path, kept: dict[str, int] | None = None) -> dict:
+    """stage -> Diagnosis, each from the stage's dvclive TSVs under plots_dir/<stage>;
+    `kept`: stage -> the epoch it restored (kept_epochs), reported in its diagnosis."""
     from stages.lib.diagnosis import diagnose, read_history
     from stages.lib.params import UserError
 
+    kept = kept or {}
     try:
-        return {s: diagnose(read_history(history_dir(s, plots_dir))) for s in stages}
+        return {s: diagnose(read_history(history_dir(s, plots_dir)), kept.get(s)) for s in stages}
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
 
 
 def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: Path,
-                 extended: dict | None = None) -> str:
+                 extended: dict | None = None, kept: dict[str, int] | None = None) -> str:
     """The study's results as Markdown, written to `path` (inside plots_dir): test metrics
     per model with their calibration, the metrics on the extended test set (when given), the
-    figures, a diagnosis per training run computed from its history, and per model the
-    gallery of confident errors and its Grad-CAM heatmaps. Links are relative to `path`."""
+    figures, a diagnosis per training run computed from its history (`kept`: stage -> the
+    epoch it restored), and per model the gallery of confident errors and its Grad-CAM
+    heatmaps. Links are relative to `path`."""
     from stages.lib import diagnosis
     from stages.lib.metrics import CALIBRATION_BINS
     from stages.lib.outputs import write_text
@@ -188,7 +204,7 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
     def link(target: Path) -> str:
         return Path(os.path.relpath(target, path.parent)).as_posix()
 
-    diagnoses = training_diagnoses(list(results), plots_dir)
+    diagnoses = training_diagnoses(list(results), plots_dir, kept)
     n = next(iter(results.values()))["n"]
     figures = evaluate_dir(plots_dir)
     lines = [
@@ -227,20 +243,28 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
     lines += [
         "## Training runs",
         "",
-        "| stage | epochs | min val_loss (epoch) | train - val accuracy at the end | diagnosis | curves |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| stage | epochs | min val_loss (epoch) | epoch kept | val_loss stopped improving at | "
+        "train - val accuracy at the end | diagnosis | curves |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for stage, d in diagnoses.items():
-        lines.append(f"| `{stage}` | {d.epochs} | {d.best_val_loss:.4f} ({d.best_epoch}) | {d.final_gap:+.3f} | "
-                     f"{d.label} | [curves]({link(figures / model_figure('curves', stage))}) |")
+        label = d.label + (" (mild)" if d.label == "overfitting" and not d.clear else "")
+        lines.append(f"| `{stage}` | {d.epochs} | {d.best_val_loss:.4f} ({d.best_epoch}) | {d.kept_epoch or d.epochs} | "
+                     f"{d.onset} | {d.final_gap:+.3f} | {label} | "
+                     f"[curves]({link(figures / model_figure('curves', stage))}) |")
     lines += ["", "Diagnosis per run, computed from its per-epoch history (`plots/<stage>/plots/metrics/*.tsv`):", ""]
     lines += [f"- `{stage}`: {d.line}" for stage, d in diagnoses.items()]
     lines += [
         "",
-        f"Thresholds (`stages/lib/diagnosis.py`): overfitting = val_loss, smoothed over {diagnosis.SMOOTH} epochs, ends at "
-        f"least {diagnosis.RISE:.0%} above its minimum while training loss ends at least {diagnosis.TRAIN_FALL:.0%} below its "
-        f"value at that minimum; still improving = minimum in the last {diagnosis.NEAR_END} epochs and the val_loss "
-        f"trend over the last {diagnosis.TREND_WINDOW} epochs falls by at least {diagnosis.IMPROVING:.0%}; stable = neither.",
+        f"How (`stages/lib/diagnosis.py`): a curve's level at an epoch is its median over the {diagnosis.WINDOW} "
+        "epochs centred there, so one noisy epoch decides nothing. Validation loss stopped improving at the first "
+        f"epoch whose level came within {diagnosis.TOLERANCE:.0%} of its best level; the end of a run is the median "
+        f"of its last {diagnosis.WINDOW} epochs. Still improving = it stopped fewer than {diagnosis.MIN_STALL} "
+        f"epochs before the end; overfitting = it stopped while training loss fell at least "
+        f"{diagnosis.TRAIN_FALL:.0%} after, clearly when the train - validation accuracy gap at the end is at least "
+        f"{diagnosis.GAP:.2f} or validation loss ends at least {diagnosis.RISE:.0%} above its best level, mildly "
+        f"otherwise; unstable = validation loss ends {diagnosis.RISE:.0%} above its best level with training loss "
+        "not falling; converged = both levelled off.",
         "",
         "## Most confidently misclassified test images, and where each model looked",
         "",
