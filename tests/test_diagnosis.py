@@ -47,7 +47,8 @@ def test_overfitting_from_where_val_loss_stopped_improving():
     assert d.best_val_loss == pytest.approx(0.56)
     assert d.final_gap == pytest.approx(np.median(np.linspace(0.6, 0.99, 30)[-5:] - np.linspace(0.6, 0.75, 30)[-5:]))
     assert d.line.startswith(f"overfitting from epoch {d.onset} of 30: validation loss stopped improving there")
-    assert f"to {d.final_gap:+.3f}" in d.line and "(min val_loss 0.5600 at epoch 6)" in d.line
+    assert f"(gap {d.final_gap:+.3f}, from {d.onset_gap:+.3f} at the onset)" in d.line
+    assert d.line.endswith("(min val_loss 0.5600 at epoch 6)")
 
 
 def test_overfitting_on_a_plateau_without_a_rise():

@@ -109,7 +109,9 @@ class Diagnosis:
                    f"of its best level, {self.best_level:.3f}, and went no lower)")
         fell = (f"training loss {'kept falling' if self.label == 'overfitting' else 'fell'}, by {self.train_fall:.0%} "
                 f"to {self.end_loss:.3f}")
-        gap = f"the train - validation accuracy gap went from {self.onset_gap:+.3f} to {self.final_gap:+.3f}"
+        gap = (f"at the end it is right on {self.end_accuracy:.1%} of its training images against "
+               f"{self.end_val_accuracy:.1%} of the validation ones (gap {self.final_gap:+.3f}, from "
+               f"{self.onset_gap:+.3f} at the onset)")
         ends = f"validation loss ends {abs(self.rise):.0%} {'above' if self.rise >= 0 else 'below'} its best level"
         at = f"from epoch {self.onset} of {self.epochs}"
         if self.label == "overfitting" and self.clear:
@@ -139,10 +141,14 @@ class Diagnosis:
         return f"the weights kept are epoch {self.kept_epoch}'s (restore_best)"
 
     @property
+    def summary(self) -> str:
+        """The explanation and which weights were kept."""
+        return f"{self.explanation}; {self.kept}" if self.kept else self.explanation
+
+    @property
     def line(self) -> str:
-        """The explanation, which weights were kept, and the raw minimum of val_loss."""
-        kept = f"; {self.kept}" if self.kept else ""
-        return f"{self.explanation}{kept} (min val_loss {self.best_val_loss:.4f} at epoch {self.best_epoch})"
+        """The summary and the raw minimum of val_loss (the epoch the figures mark)."""
+        return f"{self.summary} (min val_loss {self.best_val_loss:.4f} at epoch {self.best_epoch})"
 
 
 def _check(history: list[dict]) -> None:
