@@ -255,8 +255,9 @@ def comparison_section(compared: dict[str, dict]) -> list[str]:
         "",
         "Two models scored on the same images: what tells them apart is the images exactly one of them gets "
         "right (the discordant images). McNemar's exact test asks whether the split of those between the two "
-        "could be chance (two-sided binomial test, p = 1/2). Each model against the next in the study, and "
-        f"against the best on the test split; real = p below {SIGNIFICANCE}.",
+        "could be chance (two-sided binomial test, p = 1/2). Each model against the next in the study, "
+        "against the best on the test split, and as the phase paragraphs compare them; real = p below "
+        f"{SIGNIFICANCE}.",
         "",
         "| model A | model B | images | accuracy A | accuracy B | only A right | only B right | McNemar p | "
         "difference |",
