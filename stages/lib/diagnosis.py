@@ -9,7 +9,7 @@ back from the dvclive TSVs of a training stage (`plots/<stage>/plots/metrics/*.t
 Overfitting as the textbooks read it: the validation loss no longer improves while the
 training loss keeps falling; the train - validation accuracy gap (and a validation loss
 climbing back up) says how clearly. Validation curves on 1000 images are noisy
-(`train_custom_aug`'s val_loss jumps by up to 80% for one epoch), so nothing below reads a
+(`train_custom_aug`'s val_loss nearly doubles for single epochs), so nothing below reads a
 single epoch:
 
 - the *level* of a curve at an epoch is its median over the `WINDOW` epochs centred on it
@@ -120,8 +120,8 @@ class Diagnosis:
             return (f"overfitting {at}, mildly: {stopped} while {fell}; but {gap}, under {GAP:.2f}, and {ends}, "
                     f"under the {RISE:.0%} of a clear rise")
         if self.label == "unstable":
-            return (f"unstable {at}: {ends}, {RISE:.0%} or more, while training loss did not keep falling "
-                    f"({self.train_fall:+.0%} after that epoch): not overfitting, look at the learning rate")
+            return (f"unstable {at}: {ends}, {RISE:.0%} or more, while training loss did not keep falling (it "
+                    f"changed by {-self.train_fall:+.0%} after that epoch): not overfitting, look at the learning rate")
         if self.label == "converged":
             return f"converged (levelled off) {at}: {stopped}, and {fell}, less than {TRAIN_FALL:.0%}; {ends}"
         if self.label == "still improving":
