@@ -251,6 +251,21 @@ def test_comparison_pairs_and_phase_references():
     assert report.phase_references(["x", "p"], accuracy, phases) == {}  # x is in no phase, p alone in its own
 
 
+def test_in_short_once_for_both_test_sets_when_they_agree():
+    real, noise = {"only_a": 1, "only_b": 20, "p": mcnemar_p(1, 20)}, {"only_a": 6, "only_b": 5, "p": 1.0}
+    worse = {"only_a": 20, "only_b": 1, "p": mcnemar_p(20, 1)}
+    steps = [("a", "b"), ("b", "c")]
+    agree = {"test split": {("a", "b"): real, ("b", "c"): noise}, "extended test set": {("a", "b"): real, ("b", "c"): noise}}
+    assert report.in_short(steps, agree) == [
+        "In short, on the test split and the extended test set, `b` is really better than `a`; `c` against `b` is "
+        "within noise."]
+    differ = {"test split": {("a", "b"): real, ("b", "c"): noise}, "extended test set": {("a", "b"): real, ("b", "c"): worse}}
+    assert report.in_short(steps, differ) == [
+        "In short, on the test split, `b` is really better than `a`; `c` against `b` is within noise.",
+        "On the extended test set, `b` is really better than `a`; `c` is really worse than `b`."]
+    assert report.in_short([], agree) == []
+
+
 def test_p_values_and_verdicts_in_words():
     assert [report.p_text(p) for p in (0.0004, 0.0499, 0.071, 0.36, 1.0)] == ["< 0.001", "0.050", "0.071", "0.36",
                                                                               "1.00"]

@@ -353,10 +353,11 @@ def phase_paragraphs(names: list[str], models: dict[str, str], results: dict, di
 
 def in_short(steps: list[tuple[str, str]], compared: dict[str, dict]) -> list[str]:
     """The sentence that sums up `steps` (model before, model after) per image set: which
-    differences are real at the significance level and which are within noise."""
+    differences are real at the significance level and which are within noise (once for
+    all image sets when they agree)."""
     from stages.lib.metrics import SIGNIFICANCE
 
-    said = []
+    said = {}
     for where, pairs in compared.items():
         real = [f"`{b}` is really {'better' if c['only_b'] > c['only_a'] else 'worse'} than `{a}`"
                 for a, b in steps if (c := pairs[(a, b)])["p"] < SIGNIFICANCE]
@@ -364,8 +365,11 @@ def in_short(steps: list[tuple[str, str]], compared: dict[str, dict]) -> list[st
         if noise:
             real.append(f"{' and '.join(noise)} {'is' if len(noise) == 1 else 'are'} within noise")
         if real:
-            said.append(f"on the {where}, {'; '.join(real)}")
-    return [f"In short, {'; '.join(said)}."] if said else []
+            said[where] = "; ".join(real)
+    if len(said) > 1 and len(set(said.values())) == 1:
+        said = {" and the ".join(said): next(iter(said.values()))}
+    sentences = [f"on the {where}, {what}." for where, what in said.items()]
+    return [f"In short, {sentences[0]}", *(s[0].upper() + s[1:] for s in sentences[1:])] if said else []
 
 
 # ---------------------------------------------------------------- the report
