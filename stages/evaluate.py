@@ -3,11 +3,14 @@
 metrics/evaluate.json (per model: accuracy with 95% interval, loss, ROC AUC, precision,
 recall, F1, confusion counts, n, and the calibration of P(dog): ECE over 15 equal-width
 bins and the Brier score; under "extended", each model on the extended test set, when
-`split` wrote one); under plots/evaluate/ per model its predictions, ROC curve,
-reliability curve, most confidently misclassified images, Grad-CAM heatmaps and learning
-curves (drawn here from each training stage's dvclive history, so a change to a figure
-reruns this stage alone); plots/report.md: the results, the figures, and a diagnosis of
-each training run; and data/export/<model>/: each model as a TensorFlow SavedModel.
+`split` wrote one); under plots/evaluate/ per model its predictions (and on the extended
+test set, under predictions_extended/), ROC curve, reliability curve, most confidently
+misclassified images, Grad-CAM heatmaps and learning curves (drawn here from each training
+stage's dvclive history, so a change to a figure reruns this stage alone);
+plots/report.md: the results, what each phase of the study shows, paired comparisons of
+the models (McNemar, on both test sets), the figures, and a diagnosis of each training run
+(with the epoch it kept, from metrics/<stage>.json); and data/export/<model>/: each model
+as a TensorFlow SavedModel.
 
 The exports are made here, one stage for all five, rather than by each training stage: a
 model is exported exactly when it is scored, from the same file, and no training stage
@@ -74,6 +77,13 @@ def gradcam_figure(name: str, model, test: dict, probs: np.ndarray, batch_size: 
     gradcam_grid(test["images"][chosen], heatmaps, titles, path, title, columns=GRADCAM_PER_GROUP)
 
 
+def prediction_frame(split: dict, probs: np.ndarray) -> pd.DataFrame:
+    """Per image of `split` (datasets.load_split): file, actual and predicted class, P(dog)."""
+    named = np.array(CLASSES)
+    return pd.DataFrame({"file": split["files"], "actual": named[split["labels"].astype(int)],
+                         "predicted": named[(probs >= THRESHOLD).astype(int)], "p_dog": probs.round(6)})
+
+
 def rounded(values: dict) -> dict:
     """Metrics for JSON: floats to 5 places; NaN (AUC of one class only) as null."""
     return {k: None if isinstance(v, float) and np.isnan(v) else round(v, 5) for k, v in values.items()}
@@ -91,9 +101,9 @@ def main() -> None:
     from stages.figures.evaluation import reliability_diagram
     from stages.lib.metrics import binary_metrics, brier_score, expected_calibration_error, reliability_curve, roc_curve
     from stages.lib.outputs import atomic_dir, write_csv, write_json
-    from stages.figures.report import evaluation_figures, misclassified_gallery, stage_curves, study_report
+    from stages.figures.report import evaluation_figures, kept_epochs, misclassified_gallery, stage_curves, study_report
 
-    results, predictions, reliability, extended_results = {}, {}, {}, {}
+    results, predictions, reliability, extended_results, extended_predictions = {}, {}, {}, {}, {}
     test = load_split("test")
     extended = load_split("extended")  # possibly empty: split.extended_per_class 0, or nothing left over
     files, labels = test["files"], test["labels"]
@@ -105,23 +115,18 @@ def main() -> None:
             results[name] = {**binary_metrics(labels, probs), "ece": expected_calibration_error(labels, probs),
                              "brier": brier_score(labels, probs)}
             reliability[name] = reliability_curve(labels, probs)
-            named = np.array(CLASSES)
-            predictions[name] = pd.DataFrame(
-                {
-                    "file": files,
-                    "actual": named[labels],
-                    "predicted": named[(probs >= THRESHOLD).astype(int)],
-                    "p_dog": probs.round(6),
-                }
-            )
+            predictions[name] = prediction_frame(test, probs)
             write_csv(out / "predictions" / f"{name}.csv", predictions[name])
             write_csv(out / "roc" / f"{name}.csv", pd.DataFrame(roc_curve(labels, probs)).round(6))
             write_csv(out / "reliability" / f"{name}.csv", pd.DataFrame(reliability[name]).round(6))
             misclassified_gallery(name, test, files, labels, probs, out / model_figure("misclassified", name))
             gradcam_figure(name, model, test, probs, batch, out / model_figure("gradcam", name))
             if len(extended["labels"]):
-                scored = binary_metrics(extended["labels"], predict(model, batch, extended["images"]))
+                extended_probs = predict(model, batch, extended["images"])
+                scored = binary_metrics(extended["labels"], extended_probs)
                 extended_results[name] = {k: scored[k] for k in EXTENDED_KEYS}
+                extended_predictions[name] = prediction_frame(extended, extended_probs)
+                write_csv(out / "predictions_extended" / f"{name}.csv", extended_predictions[name])
             export_savedmodel(model, exports / name, image_size)
             r = results[name]
             print(f"{name}: test accuracy {r['accuracy']:.3f}, AUC {r['roc_auc']:.3f}, ECE {r['ece']:.3f}"
@@ -139,7 +144,8 @@ def main() -> None:
     if extended_results:
         metrics["extended"] = {k: rounded(r) for k, r in extended_results.items()}
     write_json(metrics_file(STAGE), metrics)
-    study_report(results, DESCRIPTIONS, PLOTS_DIR, REPORT_FILE, extended_results)
+    study_report(results, DESCRIPTIONS, PLOTS_DIR, REPORT_FILE, extended_results, predictions, extended_predictions,
+                 kept_epochs(list(MODEL_NAMES)))
     print(f"report: {REPORT_FILE}; SavedModels: {EXPORT_DIR}/")
 
 

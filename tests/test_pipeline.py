@@ -125,6 +125,9 @@ def test_evaluate(project):
         assert r["ece"] == pytest.approx(np.sum(curve["count"] * gaps) / 12, abs=1e-4)
         assert set(results["extended"][name]) == {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "roc_auc", "n"}
         assert results["extended"][name]["n"] == 4
+        extended = pd.read_csv(project / f"plots/evaluate/predictions_extended/{name}.csv")  # for McNemar
+        assert len(extended) == 4 and list(extended.columns) == list(predictions.columns)
+        assert (extended["actual"] == extended["predicted"]).mean() == pytest.approx(results["extended"][name]["accuracy"])
         assert (project / f"plots/evaluate/gradcam_{name}.png").stat().st_size > 5000
     for figure in ("accuracy.png", "roc.png", "confusion.png", "reliability.png"):
         assert (project / "plots/evaluate" / figure).stat().st_size > 1000
@@ -185,7 +188,8 @@ def test_report(project):
         r = results[name]
         row = [line for line in lines if line.startswith("| ") and f"| `{name}` | {r['accuracy']:.3f} (" in line]
         assert len(row) == 1 and row[0].endswith(f"| {r['n']} |"), name
-        diagnosis = diagnose(read_history(project / "plots" / name))
+        kept = read_json(project / f"metrics/{name}.json").get("restored_epoch")  # restore_best's epoch
+        diagnosis = diagnose(read_history(project / "plots" / name), kept)
         assert diagnosis.epochs == 2
         assert (project / f"plots/evaluate/misclassified_{name}.png").stat().st_size > 1000
         row = [line for line in lines if line.startswith(f"| {DESCRIPTIONS[name]} | `{name}` | ")
@@ -196,6 +200,9 @@ def test_report(project):
         assert len(row) == 1 and row[0].endswith(f"| {e['n']} |"), name
         assert f"- `{name}`: {diagnosis.line}" in text.splitlines(), name
         assert f"gradcam_{name}.png" in text
+    assert "### Phase 1: a small convnet from scratch" in text and "### Phase 2: VGG16 pre-trained on ImageNet" in text
+    assert "| `train_aug_frozen` | `finetune` | test split |" in text  # McNemar, on both test sets
+    assert "| `train_aug_frozen` | `finetune` | extended test set |" in text
     assert "15 equal-width bins" in text
     for target in re.findall(r"\]\(([^)]+)\)", text):
         assert (project / "plots" / target).is_file(), f"broken link {target}"

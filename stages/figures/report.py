@@ -15,8 +15,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from stages.lib.study import (CLASSES, SUMMARY_FIGURES, THRESHOLD, best_row, data_plots_dir,  # noqa: E402
-                              evaluate_dir, history_dir, model_figure)
+from stages.lib.study import (CLASSES, METRICS_DIR, SUMMARY_FIGURES, THRESHOLD, best_row,  # noqa: E402
+                              data_plots_dir, evaluate_dir, history_dir, metrics_file, model_figure)
 from stages.figures.evaluation import image_grid  # noqa: E402
 from stages.lib.outputs import save_figure  # noqa: E402
 
@@ -164,31 +164,244 @@ def stage_curves(stages: list[str], plots_dir: Path, out_dir: Path) -> None:
         training_curves(history, f"{stage}: loss and accuracy per epoch", out_dir / model_figure("curves", stage))
 
 
-def training_diagnoses(stages: list[str], plots_dir: Path) -> dict:
-    """stage -> Diagnosis, each from the stage's dvclive TSVs under plots_dir/<stage>."""
+def kept_epochs(stages: list[str], metrics_dir: Path = METRICS_DIR) -> dict[str, int]:
+    """stage -> the epoch whose weights it saved, for the stages that kept their best epoch
+    (`restored_epoch` in metrics/<stage>.json); a stage without the key kept its last."""
+    import json
+
+    kept = {}
+    for stage in stages:
+        path = metrics_file(stage, metrics_dir)
+        if path.is_file() and "restored_epoch" in (metrics := json.loads(path.read_text())):
+            kept[stage] = int(metrics["restored_epoch"])
+    return kept
+
+
+def training_diagnoses(stages: list[str], plots_dir: Path, kept: dict[str, int] | None = None) -> dict:
+    """stage -> Diagnosis, each from the stage's dvclive TSVs under plots_dir/<stage>;
+    `kept`: stage -> the epoch it restored (kept_epochs), reported in its diagnosis."""
     from stages.lib.diagnosis import diagnose, read_history
     from stages.lib.params import UserError
 
+    kept = kept or {}
     try:
-        return {s: diagnose(read_history(history_dir(s, plots_dir))) for s in stages}
+        return {s: diagnose(read_history(history_dir(s, plots_dir)), kept.get(s)) for s in stages}
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
 
 
+# ---------------------------------------------------------------- paired comparisons (McNemar)
+
+
+def correctness(predictions: dict) -> dict[str, pd.Series]:
+    """model -> right (bool) per image, indexed by file, from prediction frames with the
+    columns `file`, `actual` and `predicted` (as plots/evaluate/predictions/*.csv)."""
+    return {m: pd.Series((f["actual"] == f["predicted"]).to_numpy(), index=f["file"].to_numpy())
+            for m, f in predictions.items()}
+
+
+def comparison_pairs(names: list[str], accuracy: dict[str, float],
+                     also: list[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """The pairs the report compares, each in study order: every model against the next,
+    every model against the best (highest test accuracy, the first one on ties), then the
+    pairs `also` lists (what the phase paragraphs compare), none twice."""
+    best = max(names, key=lambda m: accuracy[m])  # max keeps the first of equals
+    pairs: list[tuple[str, str]] = []
+    for a, b in [*zip(names, names[1:]), *((m, best) for m in names if m != best), *also]:
+        pair = tuple(sorted((a, b), key=names.index))
+        if pair not in pairs:
+            pairs.append(pair)
+    return pairs
+
+
+def paired_comparisons(pairs: list[tuple[str, str]], predictions: dict) -> dict[tuple[str, str], dict]:
+    """(A, B) -> metrics.paired_comparison of the two models on the images both predicted
+    (matched by file name)."""
+    from stages.lib.metrics import paired_comparison
+
+    right = correctness(predictions)
+    compared = {}
+    for a, b in pairs:
+        if set(right[a].index) != set(right[b].index):
+            raise ValueError(f"{a} and {b} were scored on different images")
+        compared[(a, b)] = paired_comparison(right[a].to_numpy(), right[b].loc[right[a].index].to_numpy())
+    return compared
+
+
+def p_text(p: float, named: bool = False) -> str:
+    """A p-value as the report prints it: '< 0.001', '0.071', '0.24' (named: 'p < 0.001',
+    'p = 0.24')."""
+    text = "< 0.001" if p < 0.001 else f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
+    return text if not named else f"p {text}" if p < 0.001 else f"p = {text}"
+
+
+def verdict(c: dict) -> str:
+    """One comparison in plain words, e.g. '0.968 against 0.974 is within noise: 6 vs 12
+    discordant images, p = 0.24'."""
+    from stages.lib.metrics import SIGNIFICANCE
+
+    real = c["p"] < SIGNIFICANCE
+    return (f"{c['accuracy_a']:.3f} against {c['accuracy_b']:.3f} is "
+            f"{f'a real difference at the {SIGNIFICANCE:.0%} level' if real else 'within noise'}: "
+            f"{c['only_a']} vs {c['only_b']} discordant images, {p_text(c['p'], named=True)}")
+
+
+def comparison_section(compared: dict[str, dict]) -> list[str]:
+    """Markdown: the paired comparisons per image set ('test split', 'extended test set')."""
+    from stages.lib.metrics import SIGNIFICANCE
+
+    lines = [
+        "## Paired comparisons (McNemar)",
+        "",
+        "Two models scored on the same images: what tells them apart is the images exactly one of them gets "
+        "right (the discordant images). McNemar's exact test asks whether the split of those between the two "
+        "could be chance (two-sided binomial test, p = 1/2). Each model against the next in the study, "
+        "against the best on the test split, and as the phase paragraphs compare them; real = p below "
+        f"{SIGNIFICANCE}.",
+        "",
+        "| model A | model B | images | accuracy A | accuracy B | only A right | only B right | McNemar p | "
+        "difference |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for where, pairs in compared.items():
+        for (a, b), c in pairs.items():
+            real = "real" if c["p"] < SIGNIFICANCE else "within noise"
+            lines.append(f"| `{a}` | `{b}` | {where} | {c['accuracy_a']:.3f} | {c['accuracy_b']:.3f} | "
+                         f"{c['only_a']} | {c['only_b']} | {p_text(c['p'])} | {real} |")
+    lines.append("")
+    first = next(iter(compared.values()))
+    for a, b in first:
+        said = "; ".join(f"on the {where} {verdict(pairs[(a, b)])}" for where, pairs in compared.items())
+        lines.append(f"- `{a}` against `{b}`: {said}.")
+    return lines + [""]
+
+
+# ---------------------------------------------------------------- what the study shows
+
+# Per phase of the study (study.ModelSpec.phase): its title, and what it sets out to show.
+PHASES = {
+    1: ("Phase 1: a small convnet from scratch", "A small convnet learns from random weights on the training "
+                                                 "images alone, first as it is, then with regularisation."),
+    2: ("Phase 2: VGG16 pre-trained on ImageNet", "VGG16's convolutional base, trained on ImageNet, is reused: "
+                                                  "its features are what the small convnet had to learn."),
+}
+
+
+def regularised(before, after) -> str:
+    """What changed between two runs' diagnoses, `before` overfitting: when and how much."""
+    if after.label != "overfitting":
+        return f"it does not overfit within its {after.epochs} epochs; {after.summary}"
+    when = "later" if after.onset > before.onset else "no later" if after.onset == before.onset else "earlier"
+    size = "less" if after.final_gap < before.final_gap else "no less"
+    kept = f"; {after.kept}" if after.kept else ""
+    return (f"it overfits {when} (from epoch {after.onset} of {after.epochs}, against {before.onset} of "
+            f"{before.epochs}) and {size} (train - validation accuracy gap at the end {after.final_gap:+.3f} against "
+            f"{before.final_gap:+.3f}){kept}")
+
+
+def phase_references(names: list[str], accuracy: dict[str, float], phase_of: dict[str, int]) -> dict[str, str]:
+    """model -> the model its phase paragraph measures it against: the one before it in its
+    phase, or, for the first model of a later phase, the best (test accuracy) of the earlier
+    phases. The first model of the first phase has none."""
+    references, earlier = {}, []
+    for phase in sorted({phase_of[n] for n in names if n in phase_of}):
+        members = [n for n in names if phase_of.get(n) == phase]
+        if earlier:
+            references[members[0]] = max(earlier, key=lambda m: accuracy[m])
+        references.update(zip(members[1:], members))
+        earlier += members
+    return references
+
+
+def phase_paragraphs(names: list[str], models: dict[str, str], results: dict, diagnoses: dict,
+                     compared: dict[str, dict], phase_of: dict[str, int]) -> list[str]:
+    """Markdown: a paragraph per phase of the study, every number from the results, the
+    diagnoses and the paired comparisons (`compared`: image set -> (A, B) -> comparison,
+    holding the pairs of `phase_references`)."""
+    accuracy = {m: r["accuracy"] for m, r in results.items()}
+    references = phase_references(names, accuracy, phase_of)
+
+    def against(a: str, b: str) -> str:
+        said = "; ".join(f"on the {where} {verdict(pairs[(a, b)])}" for where, pairs in compared.items())
+        return f" ({said})" if said else ""
+
+    phases = sorted({phase_of[n] for n in names if n in phase_of})
+    lines = ["## What the study shows", ""] if phases else []
+    for phase in phases:
+        title, lead = PHASES.get(phase, (f"Phase {phase}", ""))
+        said = [lead] if lead else []
+        members = [n for n in names if phase_of.get(n) == phase]
+        for name in members:
+            who = f"`{name}` ({models[name]})" if name in models else f"`{name}`"
+            ref = references.get(name)
+            if ref is None:
+                said.append(f"{who} reaches {accuracy[name]:.3f} on the test split; {diagnoses[name].summary}.")
+            elif phase_of.get(ref) != phase:
+                said.append(f"{who} reaches {accuracy[name]:.3f} on the test split, {accuracy[name] - accuracy[ref]:+.3f} "
+                            f"over `{ref}`, the best model before it{against(ref, name)}; "
+                            f"{diagnoses[name].summary}.")
+            else:
+                before = diagnoses[ref]
+                curves = (regularised(before, diagnoses[name]) if before.label == "overfitting"
+                          else diagnoses[name].summary)
+                said.append(f"{who}: {curves}. Its test accuracy against `{ref}`: "
+                            f"{accuracy[name] - accuracy[ref]:+.3f}{against(ref, name)}.")
+        said += in_short([(references[n], n) for n in members if n in references], compared)
+        lines += [f"### {title}", "", " ".join(said), ""]
+    return lines
+
+
+def in_short(steps: list[tuple[str, str]], compared: dict[str, dict]) -> list[str]:
+    """The sentence that sums up `steps` (model before, model after) per image set: which
+    differences are real at the significance level and which are within noise (once for
+    all image sets when they agree)."""
+    from stages.lib.metrics import SIGNIFICANCE
+
+    said = {}
+    for where, pairs in compared.items():
+        real = [f"`{b}` is really {'better' if c['only_b'] > c['only_a'] else 'worse'} than `{a}`"
+                for a, b in steps if (c := pairs[(a, b)])["p"] < SIGNIFICANCE]
+        noise = [f"`{b}` against `{a}`" for a, b in steps if pairs[(a, b)]["p"] >= SIGNIFICANCE]
+        if noise:
+            real.append(f"{' and '.join(noise)} {'is' if len(noise) == 1 else 'are'} within noise")
+        if real:
+            said[where] = "; ".join(real)
+    if len(said) > 1 and len(set(said.values())) == 1:
+        said = {" and the ".join(said): next(iter(said.values()))}
+    sentences = [f"on the {where}, {what}." for where, what in said.items()]
+    return [f"In short, {sentences[0]}", *(s[0].upper() + s[1:] for s in sentences[1:])] if said else []
+
+
+# ---------------------------------------------------------------- the report
+
+
 def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: Path,
-                 extended: dict | None = None) -> str:
+                 extended: dict | None = None, predictions: dict | None = None,
+                 extended_predictions: dict | None = None, kept: dict[str, int] | None = None) -> str:
     """The study's results as Markdown, written to `path` (inside plots_dir): test metrics
-    per model with their calibration, the metrics on the extended test set (when given), the
-    figures, a diagnosis per training run computed from its history, and per model the
-    gallery of confident errors and its Grad-CAM heatmaps. Links are relative to `path`."""
+    per model with their calibration, a paragraph per phase of the study saying what it
+    shows, the metrics on the extended test set (when given), paired comparisons of the
+    models (McNemar, from `predictions` and `extended_predictions`: model -> frame with
+    `file`, `actual`, `predicted`), the figures, a diagnosis per training run computed from
+    its history (`kept`: stage -> the epoch it restored), and per model the gallery of
+    confident errors and its Grad-CAM heatmaps. Links are relative to `path`."""
     from stages.lib import diagnosis
     from stages.lib.metrics import CALIBRATION_BINS
     from stages.lib.outputs import write_text
+    from stages.lib.study import MODELS
 
     def link(target: Path) -> str:
         return Path(os.path.relpath(target, path.parent)).as_posix()
 
-    diagnoses = training_diagnoses(list(results), plots_dir)
+    names = list(results)
+    accuracy = {m: r["accuracy"] for m, r in results.items()}
+    phase_of = {m.stage: m.phase for m in MODELS}
+    diagnoses = training_diagnoses(names, plots_dir, kept)
+    pairs = comparison_pairs(names, accuracy, [(b, a) for a, b in phase_references(names, accuracy, phase_of).items()])
+    compared = {}
+    for where, scored in (("test split", predictions), ("extended test set", extended_predictions)):
+        if scored and set(names) <= set(scored):
+            compared[where] = paired_comparisons(pairs, scored)
     n = next(iter(results.values()))["n"]
     figures = evaluate_dir(plots_dir)
     lines = [
@@ -211,6 +424,7 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
         f" [confusion matrices]({link(figures / SUMMARY_FIGURES['confusion'])}),"
         f" [reliability diagram]({link(figures / SUMMARY_FIGURES['reliability'])}).",
         "",
+        *phase_paragraphs(names, models, results, diagnoses, compared, phase_of),
     ]
     if extended:
         n_extended = next(iter(extended.values()))["n"]
@@ -224,23 +438,33 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
             *extended_table(extended, models),
             "",
         ]
+    if compared and pairs:
+        lines += comparison_section(compared)
     lines += [
         "## Training runs",
         "",
-        "| stage | epochs | min val_loss (epoch) | train - val accuracy at the end | diagnosis | curves |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| stage | epochs | min val_loss (epoch) | epoch kept | val_loss stopped improving at | "
+        "train - val accuracy at the end | diagnosis | curves |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for stage, d in diagnoses.items():
-        lines.append(f"| `{stage}` | {d.epochs} | {d.best_val_loss:.4f} ({d.best_epoch}) | {d.final_gap:+.3f} | "
-                     f"{d.label} | [curves]({link(figures / model_figure('curves', stage))}) |")
+        label = d.label + (" (mild)" if d.label == "overfitting" and not d.clear else "")
+        lines.append(f"| `{stage}` | {d.epochs} | {d.best_val_loss:.4f} ({d.best_epoch}) | {d.kept_epoch or d.epochs} | "
+                     f"{d.onset} | {d.final_gap:+.3f} | {label} | "
+                     f"[curves]({link(figures / model_figure('curves', stage))}) |")
     lines += ["", "Diagnosis per run, computed from its per-epoch history (`plots/<stage>/plots/metrics/*.tsv`):", ""]
     lines += [f"- `{stage}`: {d.line}" for stage, d in diagnoses.items()]
     lines += [
         "",
-        f"Thresholds (`stages/lib/diagnosis.py`): overfitting = val_loss, smoothed over {diagnosis.SMOOTH} epochs, ends at "
-        f"least {diagnosis.RISE:.0%} above its minimum while training loss ends at least {diagnosis.TRAIN_FALL:.0%} below its "
-        f"value at that minimum; still improving = minimum in the last {diagnosis.NEAR_END} epochs and the val_loss "
-        f"trend over the last {diagnosis.TREND_WINDOW} epochs falls by at least {diagnosis.IMPROVING:.0%}; stable = neither.",
+        f"How (`stages/lib/diagnosis.py`): a curve's level at an epoch is its median over the {diagnosis.WINDOW} "
+        "epochs centred there, so one noisy epoch decides nothing. Validation loss stopped improving at the first "
+        f"epoch whose level came within {diagnosis.TOLERANCE:.0%} of its best level; the end of a run is the median "
+        f"of its last {diagnosis.WINDOW} epochs. Still improving = it stopped fewer than {diagnosis.MIN_STALL} "
+        f"epochs before the end; overfitting = it stopped while training loss fell at least "
+        f"{diagnosis.TRAIN_FALL:.0%} after, clearly when the train - validation accuracy gap at the end is at least "
+        f"{diagnosis.GAP:.2f} or validation loss ends at least {diagnosis.RISE:.0%} above its best level, mildly "
+        f"otherwise; unstable = validation loss ends {diagnosis.RISE:.0%} above its best level with training loss "
+        "not falling; converged = both levelled off.",
         "",
         "## Most confidently misclassified test images, and where each model looked",
         "",

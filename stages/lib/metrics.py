@@ -154,3 +154,38 @@ def brier_score(labels, probs) -> float:
     a proper scoring rule, so unlike ECE it cannot be gamed by predicting the base rate."""
     labels, probs = _check_binary(labels, probs)
     return float(np.mean((probs - labels) ** 2))
+
+
+# ---------------------------------------------------------------- paired comparisons
+#
+# Two models scored on the same images: their accuracies are not independent (most images
+# both get right), so the two Wilson intervals overlapping says little. McNemar's test
+# looks only at the discordant images, the ones exactly one of the two models gets right.
+
+SIGNIFICANCE = 0.05  # a difference is called real when McNemar's p is below this
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """McNemar's exact test: the two-sided binomial test of `only_a` against `only_b`
+    discordant pairs (images only model A, resp. only model B, gets right) with p = 1/2,
+    p = min(1, 2 * sum_{k <= min(b, c)} C(b + c, k) / 2^(b + c)); 1 with no discordant pair.
+    Exact in integers, so it holds for any count."""
+    if only_a < 0 or only_b < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {only_a} and {only_b}")
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def paired_comparison(correct_a, correct_b) -> dict:
+    """Two models' right/wrong on the same images (booleans, same order): their accuracies,
+    how many images only A got right, only B got right, and McNemar's exact p."""
+    a = np.asarray(correct_a, dtype=bool).reshape(-1)
+    b = np.asarray(correct_b, dtype=bool).reshape(-1)
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError(f"need the same, non-zero number of images for both models, got {len(a)} and {len(b)}")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    return {"accuracy_a": float(a.mean()), "accuracy_b": float(b.mean()), "only_a": only_a, "only_b": only_b,
+            "p": mcnemar_p(only_a, only_b), "n": len(a)}
