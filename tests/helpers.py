@@ -105,6 +105,9 @@ def make_project(path: Path, params: dict) -> Path:
     git(path, "config", "user.name", "tests")
     dvc(path, "init", "-q")
     dvc(path, "config", "core.analytics", "false")
+    # the plots page: its Vega-Lite template (dvc.yaml names it) and offline HTML template
+    shutil.copytree(ROOT / ".dvc" / "plots", path / ".dvc" / "plots")
+    dvc(path, "config", "plots.html_template", "plots/page.html")
     git(path, "add", "-A")
     git(path, "commit", "-qm", "project under test")
     return path

@@ -1,0 +1,172 @@
+"""The plots page a user opens: `dvc plots show` on the committed study draws the curated
+list of dvc.yaml's `plots:` and nothing else, warns about nothing, and its charts are drawn
+by a browser with no network (the Vega libraries are inside the page).
+
+The browser test drives Debian's Chromium (`apt-get install chromium chromium-driver`, as
+.ci/run does) with Selenium, and is skipped where either is missing."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, dvc
+
+DVC_FILE = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+LOAD_SECONDS = 60
+
+
+def curated() -> tuple[list[str], list[str]]:
+    """(chart ids, figure paths) that dvc.yaml's top-level `plots:` declares, in order."""
+    from dvc_render import ImageRenderer
+
+    ids = [entry if isinstance(entry, str) else next(iter(entry)) for entry in DVC_FILE["plots"]]
+    figures = [i for i in ids if Path(i).suffix in ImageRenderer.EXTENSIONS]
+    return [i for i in ids if i not in figures], figures
+
+
+def body(html: str) -> str:
+    """The page's plots (the template's head inlines the Vega libraries, whose code holds
+    strings like the ones counted here)."""
+    return html.split("<body>", 1)[1]
+
+
+def show(cwd: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    return dvc(cwd, "plots", "show", "-o", str(out), *args)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Path:
+    """`dvc plots show` of this checkout's committed files, as a user runs it."""
+    out = tmp_path_factory.mktemp("dvc_plots")
+    result = show(ROOT, out)
+    assert result.stderr.strip() == "", result.stderr  # DVC's "failed to load some plots" goes here
+    assert result.stdout.strip() == (out / "index.html").as_uri(), result.stdout
+    return out / "index.html"
+
+
+def test_page_template_inlines_what_dvc_loads():
+    """.dvc/plots/page.html holds the vega, vega-lite and vega-embed versions that DVC's own
+    page loads, and no script from elsewhere (stages/tools/plots_page.py, `--check`)."""
+    result = subprocess.run([sys.executable, "-m", "stages.tools.plots_page", "--check"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    # .dvc/config names it, so that plain `dvc plots show` uses it
+    assert dvc(ROOT, "config", "plots.html_template").stdout.strip() == "plots/page.html"
+
+
+def test_no_stage_output_is_a_plot():
+    """A stage's `plots:` output is drawn file by file (every TSV, CSV, JSON and PNG in a
+    folder): the git-kept folders are `outs:` with `cache: false` instead."""
+    assert {name: stage["plots"] for name, stage in DVC_FILE["stages"].items() if "plots" in stage} == {}
+
+
+def test_plots_show_draws_the_curated_list(page):
+    from dvc_render import VegaRenderer
+
+    charts, figures = curated()
+    assert (len(charts), len(figures)) == (18, 13)
+    html = body(page.read_text(encoding="utf-8"))
+    drawn = re.findall(r"vegaEmbed\('#([^']+)'", html)
+    assert drawn == [VegaRenderer.remove_special_chars(c) for c in charts]
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert len(images) == len(figures)
+    assert all((page.parent / src).is_file() for src in images), images
+    named = sorted(re.findall(r"<p>(plots/[^<]+)</p>", html))
+    assert named == sorted(figures)
+
+
+def test_page_has_no_script_from_a_network(page):
+    html = page.read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]*\ssrc=", html), "the page loads a script: it will not draw offline"
+    assert not re.search(r"<link[^>]*\shref=\"?https?:", html)
+
+
+@pytest.fixture(scope="module")
+def offline_browser(tmp_path_factory):
+    """Headless Chromium with its network off: Chrome DevTools' offline emulation, and a
+    proxy to a closed local port besides, so that no request leaves the machine."""
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("Chromium and its driver are not installed (Debian: apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements.txt)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+                 "--proxy-server=127.0.0.1:9", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd("Network.emulateNetworkConditions",
+                               {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+        yield driver
+    finally:
+        driver.quit()
+
+
+# Per Vega chart on the page: its drawing surface (vega-embed renders to a canvas, or an SVG
+# with the svg renderer), its size, and for a canvas how many pixels are painted.
+CHARTS_JS = """
+return [...document.querySelectorAll('.vega-embed .marks')].map(e => {
+  let painted = -1;
+  if (e.tagName === 'CANVAS') {
+    const d = e.getContext('2d').getImageData(0, 0, e.width, e.height).data;
+    painted = 0;
+    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) painted++;
+  } else {
+    painted = e.querySelectorAll('path, line, rect, text').length;
+  }
+  return {tag: e.tagName, width: e.clientWidth, height: e.clientHeight, painted: painted,
+          id: e.closest('.vega-embed').parentElement.id};
+});
+"""
+
+
+def test_page_draws_its_charts_with_no_network(page, offline_browser, tmp_path):
+    charts, figures = curated()
+    driver = offline_browser
+    driver.get(page.as_uri())
+    deadline = time.monotonic() + LOAD_SECONDS
+    while True:
+        drawn = driver.execute_script(CHARTS_JS)
+        if len(drawn) >= len(charts) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    driver.save_screenshot(str(tmp_path / "plots_page.png"))
+    assert len(drawn) == len(charts), f"{len(drawn)} of {len(charts)} charts drawn"
+    assert all(c["tag"] in ("CANVAS", "svg") and c["width"] > 100 and c["height"] > 100 for c in drawn), drawn
+    assert all(c["painted"] > 500 for c in drawn if c["tag"] == "CANVAS"), drawn
+    loaded = driver.execute_script("return [...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
+    assert loaded == len(figures)
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []
+
+
+def test_dvcs_own_page_draws_nothing_in_that_browser(tmp_path, offline_browser):
+    """The control: DVC's default page (Vega from a CDN) stays blank in the same browser,
+    so the test above ran with the network really off."""
+    from dvc_render.html import PAGE_HTML
+
+    template = tmp_path / "cdn.html"
+    template.write_text(PAGE_HTML, encoding="utf-8")
+    show(ROOT, tmp_path / "cdn", "--html-template", str(template))
+    driver = offline_browser
+    driver.get((tmp_path / "cdn" / "index.html").as_uri())
+    assert "cdn.jsdelivr.net/npm/vega@" in driver.page_source
+    assert driver.execute_script("return document.readyState") == "complete"
+    assert driver.execute_script("return typeof vegaEmbed") == "undefined"
+    assert driver.execute_script(CHARTS_JS) == []
