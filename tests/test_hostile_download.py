@@ -1,4 +1,4 @@
-"""Hostile archives and servers, round two (issue 14): one unpacking budget for nested
+"""Hostile archives and servers, round two: one unpacking budget for nested
 archives, every broken zip a one-line error, downloads that stall, crawl, get cut or come
 back as HTML, retries, several sources, a known archive's hash, and SIGTERM or SIGKILL
 leaving nothing behind. Only 127.0.0.1 servers started here are contacted."""

@@ -1,4 +1,4 @@
-"""Hostile input, round two (issue 14): nonsense params refused, images that phones and
+"""Hostile input, round two: nonsense params refused, images that phones and
 scanners really write, symbolic links in a source folder, and outputs readable by the
 user's teammates (umask modes)."""
 

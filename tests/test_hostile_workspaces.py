@@ -1,4 +1,4 @@
-"""Relative local sources in DVC's temporary workspaces (issue 14, item 6): `dvc exp run
+"""Relative local sources in DVC's temporary workspaces: `dvc exp run
 --temp` and the queue run stages in `.dvc/tmp/exps/...` of the project, where
 `../images` would point nowhere; relative `download.source` and `download.vgg16_weights`
 are resolved against the project's own root (DVC_ROOT), as in the workspace."""

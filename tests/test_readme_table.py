@@ -78,18 +78,19 @@ def test_fills_the_table_between_the_markers(tmp_path):
     assert (tmp_path / "README.md").stat().st_mode & 0o777 == 0o644
 
     rows = table_rows(text)
-    assert rows[0] == ["model", "stage", "our test accuracy (95% CI)", "bar", "extended test accuracy (n)",
-                       "seed notebook's claim", "Chollet (logged)"]
+    assert rows[0] == ["model", "stage", "test accuracy (95% CI)", "extended test (n)", "bar", "Chollet 1st ed.",
+                       "Chollet 3rd ed.", "original notebook"]
     body = {row[1].strip("`"): row for row in rows[2:]}
     assert list(body) == list(MODELS), "the extended key is not a model"
     for name in MODELS:
         r, e = results[name], results["extended"][name]
         assert body[name][2] == f"{r['accuracy']:.3f} ({r['accuracy_ci_low']:.3f}-{r['accuracy_ci_high']:.3f})"
-        assert body[name][4] == f"{e['accuracy']:.3f} (1000)"
-    assert body["train_custom"][3:] == [".72: short by .020", "0.710 (1000)", ".77", ".72"]
-    assert body["train_custom_aug"][3] == ".84: short by .090"
-    assert body["train_aug_frozen"][5:] == [".94-.96 (validation)", ".95"]
-    assert body["finetune"][3:] == [".975: short by .075", "0.910 (1000)", ".97", ".97 (test)"]
+        assert body[name][3] == f"{e['accuracy']:.3f} (1000)"
+    assert body["train_custom"][3:] == ["0.710 (1000)", ".72: short by .020", ".72 (val.)", ".786", ".77"]
+    assert body["train_custom_aug"][4] == ".84: short by .090"
+    assert body["train_custom_aug"][7] == "-", "the original notebook claimed nothing for it"
+    assert body["train_aug_frozen"][5:] == [".95-.96 (val.)", ".984", ".94"]
+    assert body["finetune"][3:] == ["0.910 (1000)", ".975: short by .075", ".968 (test)", ".986", ".97"]
     assert "n = 1000" in text and "`-`: no extended test set in these metrics" not in text
 
     # Idempotent, and --check agrees; a changed metric makes --check fail until refilled.
@@ -117,7 +118,7 @@ def test_no_extended_test_set_is_a_dash(tmp_path):
     assert readme_table.main(["--readme", str(tmp_path / "README.md"), "--metrics", str(tmp_path / "evaluate.json")]) == 0
     text = (tmp_path / "README.md").read_text()
     body = {row[1].strip("`"): row for row in table_rows(text)[2:]}
-    assert list(body) == list(MODELS) and all(row[4] == "-" for row in body.values())
+    assert list(body) == list(MODELS) and all(row[3] == "-" for row in body.values())
     assert "`-`: no extended test set in these metrics" in text
 
 
