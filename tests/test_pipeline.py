@@ -213,8 +213,32 @@ def test_dvc_shows_metrics_and_plots(project):
     assert "finetune" in shown and "accuracy" in shown
     flat = json.loads(shown)[""]["data"]["metrics/evaluate.json"]["data"]
     assert flat["finetune"]["ece"] >= 0 and flat["extended"]["finetune"]["n"] == 4
-    dvc(project, "plots", "show", "-o", str(project / "plots_html"))
-    assert (project / "plots_html" / "index.html").is_file()
+    result = dvc(project, "plots", "show", "-o", str(project / "plots_html"))
+    assert result.stderr.strip() == "", result.stderr  # no plot failed to load
+    page = (project / "plots_html" / "index.html").read_text().split("<body>", 1)[1]
+    declared = yaml.safe_load((project / "dvc.yaml").read_text())["plots"]
+    assert page.count("vegaEmbed(") + page.count("<img src=") == len(declared)
+
+
+def test_plots_diff_overlays_an_experiment_on_the_workspace(project):
+    """`dvc plots diff <experiment>`: each chart gets the experiment's points beside the
+    workspace's, at the same x (the learning curves: the same epochs)."""
+    for name, rate in (("plots-a", "0.003"), ("plots-b", "0.0003")):
+        dvc(project, "exp", "run", "-n", name, "-S", f"train_feature_clf.learning_rate={rate}")
+    shown = json.loads(dvc(project, "plots", "diff", "plots-a", "--json").stdout)
+    assert not shown.get("errors"), shown["errors"]
+    for chart in ("train_feature_clf loss", "train_feature_clf accuracy", "ROC on the test split",
+                  "plots/evaluate/accuracy.csv"):
+        (plot,) = shown["data"][chart]
+        assert sorted(plot["revisions"]) == ["plots-a", "workspace"], chart
+        values = plot["content"]["data"]["values"]
+        assert {v["rev"] for v in values} == {"plots-a", "workspace"}, chart
+    values = shown["data"]["train_feature_clf loss"][0]["content"]["data"]["values"]
+    loss = {(v["rev"], v["filename::field"].split("::")[1], int(v["step"])): float(v["dvc_inferred_y_value"])
+            for v in values}  # DVC names each series "<file>::<field>"
+    assert sorted(loss) == sorted((rev, field, epoch) for rev in ("plots-a", "workspace")
+                                  for field in ("loss", "val_loss") for epoch in (1, 2))
+    assert any(loss["plots-a", "loss", epoch] != loss["workspace", "loss", epoch] for epoch in (1, 2))
 
 
 def test_noop_repro_runs_nothing(project):
@@ -298,12 +322,22 @@ def test_dvc_artifacts_get_retrieves_a_model(project, tmp_path):
     assert missing.returncode != 0
 
 
-def test_run_cache_restores_a_wiped_workspace_without_retraining(project):
-    """Completed stages come back from DVC's cache: with every output gone (a fresh clone,
-    a wiped work tree), `dvc repro` restores them through the run-cache and trains nothing."""
+def test_a_wiped_workspace_comes_back_without_retraining(project):
+    """Completed stages come back from DVC's cache. A clone of a committed run has the
+    git-kept metrics/ and plots/: `dvc checkout` brings back the DVC-cached data and models,
+    and `dvc repro` trains nothing. With metrics/ and plots/ gone too, the run-cache
+    restores everything once `dvc commit -f` has recorded the run: `dvc repro` alone does
+    not save stages with a git-kept folder in it (dvc.yaml says why; test_dvc_run_cache.py)."""
     import shutil
 
     before = {p.relative_to(project).as_posix(): p.read_bytes() for p in (project / "metrics").glob("*.json")}
+    shutil.rmtree(project / "data")
+    dvc(project, "checkout")
+    result = dvc(project, "repro")
+    assert ran_stages(result.stdout) == [], result.stdout
+    assert dvc(project, "status").stdout.strip().endswith("up to date.")
+
+    dvc(project, "commit", "-f")
     for name in ("data", "metrics", "plots"):
         shutil.rmtree(project / name)
     result = dvc(project, "repro")
@@ -312,4 +346,5 @@ def test_run_cache_restores_a_wiped_workspace_without_retraining(project):
     after = {p.relative_to(project).as_posix(): p.read_bytes() for p in (project / "metrics").glob("*.json")}
     assert after == before
     assert (project / "data/models/finetune.keras").is_file() and (project / "plots/report.md").is_file()
+    assert (project / "plots/train_custom/plots/metrics/loss.tsv").is_file()
     assert dvc(project, "status").stdout.strip().endswith("up to date.")

@@ -64,6 +64,20 @@ def test_page_template_inlines_what_dvc_loads():
     assert dvc(ROOT, "config", "plots.html_template").stdout.strip() == "plots/page.html"
 
 
+def test_page_template_is_what_npm_gives(tmp_path):
+    """Rewriting the template from the npm registry gives the committed file, byte for byte
+    (skipped without npm or the registry)."""
+    if not shutil.which("npm"):
+        pytest.skip("npm is not installed")
+    if subprocess.run(["npm", "ping"], capture_output=True, timeout=60).returncode != 0:
+        pytest.skip("the npm registry is not reachable from here")
+    out = tmp_path / "page.html"
+    result = subprocess.run([sys.executable, "-m", "stages.tools.plots_page", "--out", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == (ROOT / ".dvc/plots/page.html").read_bytes()
+
+
 def test_no_stage_output_is_a_plot():
     """A stage's `plots:` output is drawn file by file (every TSV, CSV, JSON and PNG in a
     folder): the git-kept folders are `outs:` with `cache: false` instead."""

@@ -176,7 +176,8 @@ def test_damaged_checkpoint_of_a_killed_run_does_not_block_the_stage(resumed, ki
     middle = len(model_bytes) // 2
     model_bytes[middle:middle + 4000] = bytes(b ^ 0xFF for b in model_bytes[middle:middle + 4000])
     (target / "model.keras").write_bytes(bytes(model_bytes))
-    # --no-run-cache: an earlier test finished this exact run, and DVC would restore it
+    # --no-run-cache: should an earlier finished run of these params be in the run-cache (none
+    # is, since train_custom writes a git-kept folder: dvc.yaml), DVC would restore it
     result = dvc(project, "repro", "--no-run-cache", "train_custom")
     output = result.stdout + result.stderr
     assert "checkpoint in data/checkpoints/train_custom is unreadable" in output and "starting fresh" in output, output
