@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from stages.lib import diagnosis
 from stages.lib.diagnosis import GAP, MIN_EPOCHS, MIN_STALL, RISE, TOLERANCE, TRAIN_FALL, WINDOW
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import dvc, git, ran_stages
+from helpers import dvc, git, ran_stages
 
 # Writes each file or folder named; every run writes other contents.
 MAKE = """import pathlib, sys, time

@@ -325,9 +325,10 @@ def test_dvc_artifacts_get_retrieves_a_model(project, tmp_path):
 def test_a_wiped_workspace_comes_back_without_retraining(project):
     """Completed stages come back from DVC's cache. A clone of a committed run has the
     git-kept metrics/ and plots/: `dvc checkout` brings back the DVC-cached data and models,
-    and `dvc repro` trains nothing. With metrics/ and plots/ gone too, the run-cache
-    restores everything once `dvc commit -f` has recorded the run: `dvc repro` alone does
-    not save stages with a git-kept folder in it (dvc.yaml says why; test_dvc_run_cache.py)."""
+    and `dvc repro` trains nothing. With metrics/ and plots/ gone too (a later session, a
+    run nobody committed), the run-cache restores every stage but `evaluate`, whose git-kept
+    folder is an `outs:` entry and so is never in the run-cache (dvc.yaml says why;
+    test_dvc_run_cache.py): it alone reruns, in seconds here, in minutes on the real data."""
     import shutil
 
     before = {p.relative_to(project).as_posix(): p.read_bytes() for p in (project / "metrics").glob("*.json")}
@@ -335,6 +336,17 @@ def test_a_wiped_workspace_comes_back_without_retraining(project):
     dvc(project, "checkout")
     result = dvc(project, "repro")
     assert ran_stages(result.stdout) == [], result.stdout
+    assert dvc(project, "status").stdout.strip().endswith("up to date.")
+
+    for name in ("data", "metrics", "plots"):
+        shutil.rmtree(project / name)
+    result = dvc(project, "repro")
+    assert ran_stages(result.stdout) == ["evaluate"], result.stdout
+    assert "Stage 'train_custom' is cached - skipping run, checking out outputs" in result.stdout, result.stdout
+    after = {p.relative_to(project).as_posix(): p.read_bytes() for p in (project / "metrics").glob("*.json")}
+    assert after == before
+    assert (project / "data/models/finetune.keras").is_file() and (project / "plots/report.md").is_file()
+    assert (project / "plots/train_custom/plots/metrics/loss.tsv").is_file()
     assert dvc(project, "status").stdout.strip().endswith("up to date.")
 
     dvc(project, "commit", "-f")

@@ -1,6 +1,8 @@
 """The plots page a user opens: `dvc plots show` on the committed study draws the curated
-list of dvc.yaml's `plots:` and nothing else, warns about nothing, and its charts are drawn
-by a browser with no network (the Vega libraries are inside the page).
+list of dvc.yaml's `plots:`, then the stage outputs that must stay `plots:` to keep DVC's
+run-cache (split's data figures, each training stage's dvclive history, file by file: see
+dvc.yaml's header), and nothing else; it warns about nothing, and its charts are drawn by a
+browser with no network (the Vega libraries are inside the page).
 
 The browser test drives Debian's Chromium (`apt-get install chromium chromium-driver`, as
 .ci/run does) with Selenium, and is skipped where either is missing."""
@@ -17,7 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, dvc
+from helpers import ROOT, dvc
+
+from stages.lib.study import MODEL_NAMES
 
 DVC_FILE = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -32,6 +36,18 @@ def curated() -> tuple[list[str], list[str]]:
     ids = [entry if isinstance(entry, str) else next(iter(entry)) for entry in DVC_FILE["plots"]]
     figures = [i for i in ids if Path(i).suffix in ImageRenderer.EXTENSIONS]
     return [i for i in ids if i not in figures], figures
+
+
+def stage_plots() -> tuple[list[str], list[str]]:
+    """(chart ids, figure paths) that DVC draws from the stages' own `plots:` outputs: every
+    file in those folders of the committed study."""
+    from dvc_render import ImageRenderer, VegaRenderer
+
+    files = sorted(path.relative_to(ROOT).as_posix() for stage in DVC_FILE["stages"].values()
+                   for entry in stage.get("plots", []) for out in ([entry] if isinstance(entry, str) else entry)
+                   for path in (ROOT / out).rglob("*") if path.is_file())
+    figures = [f for f in files if Path(f).suffix in ImageRenderer.EXTENSIONS]
+    return [VegaRenderer.remove_special_chars(f) for f in files if f not in figures], figures
 
 
 def body(html: str) -> str:
@@ -78,25 +94,33 @@ def test_page_template_is_what_npm_gives(tmp_path):
     assert out.read_bytes() == (ROOT / ".dvc/plots/page.html").read_bytes()
 
 
-def test_no_stage_output_is_a_plot():
-    """A stage's `plots:` output is drawn file by file (every TSV, CSV, JSON and PNG in a
-    folder): the git-kept folders are `outs:` with `cache: false` instead."""
-    assert {name: stage["plots"] for name, stage in DVC_FILE["stages"].items() if "plots" in stage} == {}
+def test_only_the_long_stages_keep_plots_outputs():
+    """A stage's `plots:` output is drawn file by file; an uncached `outs:` entry costs the
+    stage DVC's run-cache. split and the training stages keep theirs as `plots:` (they take
+    long: the run-cache brings them back); evaluate's folder and report are `outs:`."""
+    plotted = {name: [next(iter(e)) if isinstance(e, dict) else e for e in stage["plots"]]
+               for name, stage in DVC_FILE["stages"].items() if "plots" in stage}
+    assert plotted == {"split": ["plots/data"], **{m: [f"plots/{m}"] for m in MODEL_NAMES}}
+    evaluate_outs = [next(iter(e)) if isinstance(e, dict) else e for e in DVC_FILE["stages"]["evaluate"]["outs"]]
+    assert {"plots/evaluate", "plots/report.md"} <= set(evaluate_outs)
 
 
 def test_plots_show_draws_the_curated_list(page):
     from dvc_render import VegaRenderer
 
     charts, figures = curated()
-    assert (len(charts), len(figures)) == (18, 13)
+    assert (len(charts), len(figures)) == (18, 10)
+    history_charts, data_figures = stage_plots()
+    assert len(history_charts) == 5 * 5 and len(data_figures) == 3  # 4 TSVs and dvclive's summary per stage
     html = body(page.read_text(encoding="utf-8"))
     drawn = re.findall(r"vegaEmbed\('#([^']+)'", html)
-    assert drawn == [VegaRenderer.remove_special_chars(c) for c in charts]
+    assert drawn[:len(charts)] == [VegaRenderer.remove_special_chars(c) for c in charts], "the curated charts first"
+    assert sorted(drawn[len(charts):]) == sorted(history_charts)
     images = re.findall(r'<img src="([^"]+)"', html)
-    assert len(images) == len(figures)
+    assert len(images) == len(figures) + len(data_figures)
     assert all((page.parent / src).is_file() for src in images), images
     named = sorted(re.findall(r"<p>(plots/[^<]+)</p>", html))
-    assert named == sorted(figures)
+    assert named == sorted(figures + data_figures)
 
 
 def test_page_has_no_script_from_a_network(page):
@@ -137,7 +161,9 @@ def offline_browser(tmp_path_factory):
 CHARTS_JS = """
 return [...document.querySelectorAll('.vega-embed .marks')].map(e => {
   let painted = -1;
-  if (e.tagName === 'CANVAS') {
+  if (e.tagName === 'CANVAS' && e.width === 0) {
+    painted = 0;  // a chart with nothing to draw
+  } else if (e.tagName === 'CANVAS') {
     const d = e.getContext('2d').getImageData(0, 0, e.width, e.height).data;
     painted = 0;
     for (let i = 3; i < d.length; i += 4) if (d[i] > 0) painted++;
@@ -151,7 +177,8 @@ return [...document.querySelectorAll('.vega-embed .marks')].map(e => {
 
 
 def test_page_draws_its_charts_with_no_network(page, offline_browser, tmp_path):
-    charts, figures = curated()
+    curated_charts, figures = curated()
+    charts, figures = curated_charts + stage_plots()[0], figures + stage_plots()[1]
     driver = offline_browser
     driver.get(page.as_uri())
     deadline = time.monotonic() + LOAD_SECONDS
@@ -162,8 +189,9 @@ def test_page_draws_its_charts_with_no_network(page, offline_browser, tmp_path):
         time.sleep(0.2)
     driver.save_screenshot(str(tmp_path / "plots_page.png"))
     assert len(drawn) == len(charts), f"{len(drawn)} of {len(charts)} charts drawn"
-    assert all(c["tag"] in ("CANVAS", "svg") and c["width"] > 100 and c["height"] > 100 for c in drawn), drawn
-    assert all(c["painted"] > 500 for c in drawn if c["tag"] == "CANVAS"), drawn
+    mine = drawn[:len(curated_charts)]  # the page draws the curated list first (test above)
+    assert all(c["tag"] in ("CANVAS", "svg") and c["width"] > 100 and c["height"] > 100 for c in mine), mine
+    assert all(c["painted"] > 500 for c in mine if c["tag"] == "CANVAS"), mine
     loaded = driver.execute_script("return [...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
     assert loaded == len(figures)
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from stages.figures import report
 from stages.lib.diagnosis import diagnose, read_history
 from stages.lib.metrics import binary_metrics, brier_score, expected_calibration_error, mcnemar_p
