@@ -11,9 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from helpers import dvc, git, ran_stages
+
+pytestmark = pytest.mark.slow  # real dvc repro runs, on a toy project
 
 # Writes each file or folder named; every run writes other contents.
 MAKE = """import pathlib, sys, time

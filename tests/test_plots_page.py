@@ -80,6 +80,8 @@ def test_page_template_inlines_what_dvc_loads():
     assert dvc(ROOT, "config", "plots.html_template").stdout.strip() == "plots/page.html"
 
 
+@pytest.mark.slow
+@pytest.mark.network  # the npm registry
 def test_page_template_is_what_npm_gives(tmp_path):
     """Rewriting the template from the npm registry gives the committed file, byte for byte
     (skipped without npm or the registry)."""
