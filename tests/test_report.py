@@ -86,10 +86,12 @@ def fake_plots(tmp_path: Path, curves: dict) -> Path:
 
 
 def prediction_frame(labels, probs, prefix: str = "img") -> pd.DataFrame:
-    """What evaluate writes to plots/evaluate/predictions/<model>.csv."""
-    named = np.array(["cat", "dog"])
-    return pd.DataFrame({"file": [f"{prefix}{i}.jpg" for i in range(len(labels))], "actual": named[labels],
-                         "predicted": named[(np.asarray(probs) >= 0.5).astype(int)], "p_dog": probs})
+    """What evaluate writes to plots/evaluate/predictions/<model>.csv, for images named
+    <prefix><i>.jpg (evaluate's own function)."""
+    from stages.evaluate import prediction_frame as evaluate_frame
+
+    split = {"files": np.array([f"{prefix}{i}.jpg" for i in range(len(labels))]), "labels": np.asarray(labels)}
+    return evaluate_frame(split, np.asarray(probs, dtype=np.float64))
 
 
 def scored(labels, probs) -> dict:

@@ -26,6 +26,8 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
+from stages.lib.outputs import atomic_path
+
 PAGE = Path(".dvc/plots/page.html")
 PACKAGES = ("vega", "vega-lite", "vega-embed")  # in load order: vega-lite needs vega, vega-embed both
 # What dvc_render substitutes in a template; the page keeps the refresh tag and the plots
@@ -84,6 +86,21 @@ def comment_text(text: str) -> str:
     return text.replace("--", "- -")  # "--" may not appear inside an HTML comment
 
 
+def licence_notes(licences: list[tuple[str, str, str]]) -> list[str]:
+    """(name, SPDX id, LICENSE text) per package, as the comment lists them: each package's
+    copyright notice, and the terms after it once for the packages that share them word
+    for word (vega, vega-lite and vega-embed carry the same BSD-3-Clause text)."""
+    by_terms: dict[str, list[str]] = {}
+    for name, spdx, text in licences:
+        notice, _, terms = text.strip().partition("\n\n")
+        by_terms.setdefault(terms, []).append(f"{name} ({spdx}):\n{notice}")
+    notes = []
+    for terms, notices in by_terms.items():
+        notes += ["\n\n".join(notices), "", f"{'Each under these terms' if len(notices) > 1 else 'Under these terms'}:",
+                  "", terms, ""]
+    return notes[:-1]
+
+
 def build(folder: Path) -> str:
     versions = expected_versions()
     scripts, sources, licences = [], [], []
@@ -94,7 +111,7 @@ def build(folder: Path) -> str:
         sources.append(f"  {name} {pinned}: build/{name}.min.js from the npm registry's {record['filename']}"
                        f" ({record['integrity']})")
         package = json.loads(read_member(tarball, "package.json"))
-        licences.append(f"{name} ({package.get('license', 'see its LICENSE')}):\n\n{read_member(tarball, 'LICENSE').strip()}")
+        licences.append((name, package.get("license", "see its LICENSE"), read_member(tarball, "LICENSE")))
     header = "\n".join([
         "The page `dvc plots show` writes, readable with no network: the libraries DVC's own page",
         "loads from a CDN are inlined below, at the versions it pins (dvc_render's VegaRenderer.SCRIPTS,",
@@ -102,7 +119,7 @@ def build(folder: Path) -> str:
         *sources,
         "Written by `python -m stages.tools.plots_page` (npm pack); do not edit by hand.",
         "",
-        *licences,
+        *licence_notes(licences),
     ])
     return "\n".join([
         "<!DOCTYPE html>",
@@ -157,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if problems else 0
         with tempfile.TemporaryDirectory() as folder:
             page = build(Path(folder))
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(page, encoding="utf-8")
+        with atomic_path(args.out, suffix=".html") as tmp:  # an interrupted rewrite leaves the old page
+            tmp.write_text(page, encoding="utf-8")
         print(f"{args.out}: {', '.join(f'{k} {v}' for k, v in recorded_versions(page).items())}, {len(page) // 1024} KiB")
         return 0
     except PageError as e:
