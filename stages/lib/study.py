@@ -10,9 +10,10 @@ from pathlib import Path
 
 # ---------------------------------------------------------------- classes, splits, decisions
 
-CLASSES = ("cat", "dog")  # label 0 = cat, 1 = dog, as image_dataset_from_directory sorts
+CLASSES = ("cat", "dog")  # TRANSITIONAL: every user moves to read_classes(); removed after the merge
 SPLITS = ("train", "validation", "test")
-# A model says dog when P(dog) >= THRESHOLD: in evaluate, the report, predict and Grad-CAM.
+# A model names the positive class when P(positive) >= THRESHOLD: in evaluate, the report,
+# predict, the exports and Grad-CAM.
 THRESHOLD = 0.5
 
 
@@ -42,6 +43,27 @@ CHECKPOINTS_DIR = Path("data/checkpoints")
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
 README_FILE = Path("README.md")
+# The study's two classes, declared once: `split` writes them here, from the data (sorted,
+# as keras.utils.image_dataset_from_directory sorts its class folders) or as `split.classes`
+# names them. Label 0 is the first, label 1 the second: the positive class, whose
+# probability every model returns.
+CLASSES_FILE = SPLIT_DIR / "classes.json"
+
+
+def read_classes(classes_file: Path = CLASSES_FILE) -> tuple[str, str]:
+    """(negative, positive) class names of the study, as `split` wrote them."""
+    import json
+
+    try:
+        names = json.loads(Path(classes_file).read_text())["classes"]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{classes_file} not found: run the split stage first (dvc repro split)") from None
+    return names[0], names[1]
+
+
+def classes_record(classes: tuple[str, str]) -> dict:
+    """What `split` writes to CLASSES_FILE."""
+    return {"classes": list(classes), "positive": classes[1]}
 
 
 def data_plots_dir(plots_dir: Path = PLOTS_DIR) -> Path:
