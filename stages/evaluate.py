@@ -1,7 +1,7 @@
 """Stage `evaluate`: every model on the same 1000 test images, and the study's report.
 
 metrics/evaluate.json (per model: accuracy with 95% interval, loss, ROC AUC, precision,
-recall, F1, confusion counts, n, and the calibration of P(dog): ECE over 15 equal-width
+recall, F1, confusion counts, n, and the calibration of P(positive class): ECE over 15 equal-width
 bins and the Brier score; under "extended", each model on the extended test set, when
 `split` wrote one); under plots/evaluate/ per model its predictions (and on the extended
 test set, under predictions_extended/), ROC curve, reliability curve, most confidently
@@ -25,19 +25,19 @@ import numpy as np
 import pandas as pd
 
 from stages.lib.params import UserError, load_params, run_stage
-from stages.lib.study import (CLASSES, DESCRIPTIONS, EVALUATE_DIR, EXPORT_DIR, MODEL_NAMES, PLOTS_DIR, REPORT_FILE,
-                              SUMMARY_FIGURES, THRESHOLD, metrics_file, model_figure, model_file)
+from stages.lib.study import (DESCRIPTIONS, EVALUATE_DIR, EXPORT_DIR, MODEL_NAMES, PLOTS_DIR, REPORT_FILE,
+                              SUMMARY_FIGURES, THRESHOLD, metrics_file, model_figure, model_file, read_classes)
 
 STAGE = "evaluate"
 # Per Grad-CAM grid: up to this many of the most confident errors, and as many of the most
-# confidently correct cats and of dogs. Bounded cost: at most 24 images per model.
+# confidently correct images of each class. Bounded cost: at most 24 images per model.
 GRADCAM_PER_GROUP = 8
 # What the extended test set reports per model (metrics/evaluate.json "extended").
 EXTENDED_KEYS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "roc_auc", "n")
 
 
 def predict(model, batch_size: int, images: np.ndarray) -> np.ndarray:
-    """P(dog) of `model` for each of `images` (raw RGB pixels, as every model takes)."""
+    """P(positive class) of `model` for each of `images` (raw RGB pixels, as every model takes)."""
     from stages.lib import datasets
 
     probs = model.predict(datasets.eval_batches(images, None, batch_size), verbose=0)
@@ -46,11 +46,13 @@ def predict(model, batch_size: int, images: np.ndarray) -> np.ndarray:
 
 def gradcam_choice(labels: np.ndarray, probs: np.ndarray, k: int = GRADCAM_PER_GROUP) -> list[np.ndarray]:
     """Indices of the images a Grad-CAM grid shows, in three groups: the (at most k) most
-    confident errors, then the k most confidently correct cats, then dogs."""
+    confident errors, then the k most confidently correct of the negative class, then of the
+    positive class."""
     from stages.figures.report import confident_errors
+    from stages.lib.metrics import predicted_labels
 
     labels = np.asarray(labels).astype(int)
-    predicted = (np.asarray(probs) >= THRESHOLD).astype(int)
+    predicted = predicted_labels(probs)
     confidence = np.abs(np.asarray(probs, dtype=np.float64) - THRESHOLD)
     groups = [confident_errors(labels, probs, k)]
     for label in (0, 1):
@@ -59,29 +61,36 @@ def gradcam_choice(labels: np.ndarray, probs: np.ndarray, k: int = GRADCAM_PER_G
     return groups
 
 
-def gradcam_figure(name: str, model, test: dict, probs: np.ndarray, batch_size: int, path) -> None:
-    """Grad-CAM heatmaps (evidence for the predicted class) over the images of `gradcam_choice`."""
+def gradcam_figure(name: str, model, test: dict, probs: np.ndarray, batch_size: int, path,
+                   classes: tuple[str, str]) -> None:
+    """Grad-CAM heatmaps (evidence for the predicted class) over the images of `gradcam_choice`,
+    captioned with the class names."""
     from stages.lib.gradcam import grad_cam, last_conv_layer
     from stages.figures.evaluation import gradcam_grid
 
     labels = test["labels"].astype(int)
-    errors, cats, dogs = gradcam_choice(labels, probs)
-    chosen = np.concatenate([errors, cats, dogs]).astype(int)
+    errors, negatives, positives = gradcam_choice(labels, probs)
+    chosen = np.concatenate([errors, negatives, positives]).astype(int)
     heatmaps, _ = grad_cam(model, test["images"][chosen], batch_size=batch_size)
-    named = np.array(CLASSES)
-    titles = [f"{test['files'][i]}\n{named[labels[i]]} called {named[1 - labels[i]]}, P(dog) {probs[i]:.3f}"
+    named, positive = np.array(classes), classes[1]
+    titles = [f"{test['files'][i]}\n{named[labels[i]]} called {named[1 - labels[i]]}, P({positive}) {probs[i]:.3f}"
               for i in errors]
-    titles += [f"{test['files'][i]}\n{named[labels[i]]}, right, P(dog) {probs[i]:.3f}" for i in (*cats, *dogs)]
+    titles += [f"{test['files'][i]}\n{named[labels[i]]}, right, P({positive}) {probs[i]:.3f}"
+               for i in (*negatives, *positives)]
     title = (f"{name}: Grad-CAM at {last_conv_layer(model)}, evidence for the predicted class (red = most): "
-             f"the {len(errors)} most confident errors, then the most confidently right cats and dogs")
+             f"the {len(errors)} most confident errors, then the most confidently right {classes[0]} and "
+             f"{classes[1]} images")
     gradcam_grid(test["images"][chosen], heatmaps, titles, path, title, columns=GRADCAM_PER_GROUP)
 
 
-def prediction_frame(split: dict, probs: np.ndarray) -> pd.DataFrame:
-    """Per image of `split` (datasets.load_split): file, actual and predicted class, P(dog)."""
-    named = np.array(CLASSES)
+def prediction_frame(split: dict, probs: np.ndarray, classes: tuple[str, str]) -> pd.DataFrame:
+    """Per image of `split` (datasets.load_split): file, actual and predicted class names,
+    and p_positive, the probability of the positive class (classes[1])."""
+    from stages.lib.metrics import predicted_labels
+
+    named = np.array(classes)
     return pd.DataFrame({"file": split["files"], "actual": named[split["labels"].astype(int)],
-                         "predicted": named[(probs >= THRESHOLD).astype(int)], "p_dog": probs.round(6)})
+                         "predicted": named[predicted_labels(probs)], "p_positive": probs.round(6)})
 
 
 def rounded(values: dict) -> dict:
@@ -104,6 +113,7 @@ def main() -> None:
     from stages.figures.report import evaluation_figures, kept_epochs, misclassified_gallery, stage_curves, study_report
 
     results, predictions, reliability, extended_results, extended_predictions = {}, {}, {}, {}, {}
+    classes = read_classes()
     test = load_split("test")
     extended = load_split("extended")  # possibly empty: split.extended_per_class 0, or nothing left over
     files, labels = test["files"], test["labels"]
@@ -115,17 +125,17 @@ def main() -> None:
             results[name] = {**binary_metrics(labels, probs), "ece": expected_calibration_error(labels, probs),
                              "brier": brier_score(labels, probs)}
             reliability[name] = reliability_curve(labels, probs)
-            predictions[name] = prediction_frame(test, probs)
+            predictions[name] = prediction_frame(test, probs, classes)
             write_csv(out / "predictions" / f"{name}.csv", predictions[name])
             write_csv(out / "roc" / f"{name}.csv", pd.DataFrame(roc_curve(labels, probs)).round(6))
             write_csv(out / "reliability" / f"{name}.csv", pd.DataFrame(reliability[name]).round(6))
-            misclassified_gallery(name, test, files, labels, probs, out / model_figure("misclassified", name))
-            gradcam_figure(name, model, test, probs, batch, out / model_figure("gradcam", name))
+            misclassified_gallery(name, test, files, labels, probs, out / model_figure("misclassified", name), classes)
+            gradcam_figure(name, model, test, probs, batch, out / model_figure("gradcam", name), classes)
             if len(extended["labels"]):
                 extended_probs = predict(model, batch, extended["images"])
                 scored = binary_metrics(extended["labels"], extended_probs)
                 extended_results[name] = {k: scored[k] for k in EXTENDED_KEYS}
-                extended_predictions[name] = prediction_frame(extended, extended_probs)
+                extended_predictions[name] = prediction_frame(extended, extended_probs, classes)
                 write_csv(out / "predictions_extended" / f"{name}.csv", extended_predictions[name])
             export_savedmodel(model, exports / name, image_size)
             r = results[name]
@@ -137,15 +147,15 @@ def main() -> None:
              for k, v in results.items()]
         )
         write_csv(out / "accuracy.csv", accuracy.round(4))
-        evaluation_figures(results, predictions, out)
-        reliability_diagram(reliability, out / SUMMARY_FIGURES["reliability"])
+        evaluation_figures(results, predictions, out, classes)
+        reliability_diagram(reliability, out / SUMMARY_FIGURES["reliability"], classes[1])
         stage_curves(list(MODEL_NAMES), PLOTS_DIR, out)
     metrics = {k: rounded(r) for k, r in results.items()}
     if extended_results:
         metrics["extended"] = {k: rounded(r) for k, r in extended_results.items()}
     write_json(metrics_file(STAGE), metrics)
-    study_report(results, DESCRIPTIONS, PLOTS_DIR, REPORT_FILE, extended_results, predictions, extended_predictions,
-                 kept_epochs(list(MODEL_NAMES)))
+    study_report(results, DESCRIPTIONS, PLOTS_DIR, REPORT_FILE, classes, extended_results, predictions,
+                 extended_predictions, kept_epochs(list(MODEL_NAMES)))
     print(f"report: {REPORT_FILE}; SavedModels: {EXPORT_DIR}/")
 
 

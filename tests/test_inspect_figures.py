@@ -18,12 +18,12 @@ def test_reliability_diagram_of_several_models(tmp_path):
         "overconfident": reliability_curve(labels, np.where(rng.uniform(size=500) < 0.8, labels, 1 - labels) * 1.0),
     }
     path = tmp_path / "evaluate" / "reliability.png"
-    reliability_diagram(curves, path)
+    reliability_diagram(curves, path, "dog")
     with Image.open(path) as im:
         assert im.format == "PNG" and im.width > 300 and im.height > 300
     assert not list(path.parent.glob(".*"))  # no temporary file left behind
     with pytest.raises(ValueError, match="no reliability curves"):
-        reliability_diagram({}, tmp_path / "empty.png")
+        reliability_diagram({}, tmp_path / "empty.png", "dog")
 
 
 def test_overlay_colours_the_evidence_red_and_the_rest_blue():

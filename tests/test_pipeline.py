@@ -111,15 +111,15 @@ def test_evaluate(project):
         assert r["accuracy_ci_low"] <= r["accuracy"] <= r["accuracy_ci_high"]
         assert 0 <= r["roc_auc"] <= 1
         predictions = pd.read_csv(project / f"plots/evaluate/predictions/{name}.csv")
-        assert len(predictions) == 12 and set(predictions.columns) == {"file", "actual", "predicted", "p_dog"}
+        assert len(predictions) == 12 and set(predictions.columns) == {"file", "actual", "predicted", "p_positive"}
         accuracy = (predictions["actual"] == predictions["predicted"]).mean()
         assert accuracy == pytest.approx(r["accuracy"], abs=1e-4)
         # Calibration, from the written predictions: Brier score, and ECE over 15 bins,
         # whose per-bin data is the DVC plot's CSV.
         labels = (predictions["actual"] == "dog").to_numpy(int)
-        assert r["brier"] == pytest.approx(np.mean((predictions["p_dog"] - labels) ** 2), abs=1e-4)
+        assert r["brier"] == pytest.approx(np.mean((predictions["p_positive"] - labels) ** 2), abs=1e-4)
         curve = pd.read_csv(project / f"plots/evaluate/reliability/{name}.csv")
-        expected = reliability_curve(labels, predictions["p_dog"].to_numpy())
+        expected = reliability_curve(labels, predictions["p_positive"].to_numpy())
         assert curve["count"].tolist() == expected["count"].tolist() and curve["count"].sum() == 12
         gaps = np.abs(curve["observed_frequency"] - curve["mean_predicted"])
         assert r["ece"] == pytest.approx(np.sum(curve["count"] * gaps) / 12, abs=1e-4)
@@ -165,7 +165,7 @@ def test_exports_are_the_scored_models(project):
     for name in ("train_custom", "train_feature_clf"):
         serve = tf.saved_model.load(str(project / f"data/export/{name}")).signatures["serving_default"]
         p_dog = serve(images=tf.constant(images))["p_dog"].numpy()
-        written = pd.read_csv(project / f"plots/evaluate/predictions/{name}.csv")["p_dog"]
+        written = pd.read_csv(project / f"plots/evaluate/predictions/{name}.csv")["p_positive"]
         np.testing.assert_allclose(p_dog, written, atol=2e-5, err_msg=name)
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["evaluate"]
     export = next(o for o in lock["outs"] if o["path"] == "data/export")
@@ -292,7 +292,7 @@ def test_every_saved_model_takes_raw_pixels(project):
         probs = model.predict(images.astype(np.float32), verbose=0).reshape(-1)
         written = pd.read_csv(project / f"plots/evaluate/predictions/{name}.csv")
         assert written["file"].tolist() == files.tolist()
-        np.testing.assert_allclose(probs, written["p_dog"], atol=2e-5, err_msg=name)
+        np.testing.assert_allclose(probs, written["p_positive"], atol=2e-5, err_msg=name)
 
 
 def commit_snapshot(project, message: str) -> str:

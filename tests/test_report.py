@@ -42,7 +42,8 @@ def test_gallery_matches_images_by_file(tmp_path):
 
     report.image_grid = spy
     try:
-        n = report.misclassified_gallery("m", test, test["files"][order], test["labels"][order], probs, tmp_path / "g.png")
+        n = report.misclassified_gallery("m", test, test["files"][order], test["labels"][order], probs, tmp_path / "g.png",
+                                         ("cat", "dog"))
     finally:
         report.image_grid = real_grid
     assert n == 4
@@ -53,7 +54,8 @@ def test_gallery_matches_images_by_file(tmp_path):
     assert titles[1] == "f5.jpg\ndog called cat, P(dog) 0.100"
     assert (tmp_path / "g.png").stat().st_size > 1000
 
-    none = report.misclassified_gallery("m", test, test["files"], test["labels"], test["labels"] * 1.0, tmp_path / "n.png")
+    none = report.misclassified_gallery("m", test, test["files"], test["labels"], test["labels"] * 1.0, tmp_path / "n.png",
+                                       ("cat", "dog"))
     assert none == 0 and (tmp_path / "n.png").stat().st_size > 500
 
 
@@ -91,7 +93,7 @@ def prediction_frame(labels, probs, prefix: str = "img") -> pd.DataFrame:
     from stages.evaluate import prediction_frame as evaluate_frame
 
     split = {"files": np.array([f"{prefix}{i}.jpg" for i in range(len(labels))]), "labels": np.asarray(labels)}
-    return evaluate_frame(split, np.asarray(probs, dtype=np.float64))
+    return evaluate_frame(split, np.asarray(probs, dtype=np.float64), ("cat", "dog"))
 
 
 def scored(labels, probs) -> dict:
@@ -116,7 +118,7 @@ def test_study_report(tmp_path):
     extended = {"a": {"accuracy": 0.9, "accuracy_ci_low": 0.88, "accuracy_ci_high": 0.92, "roc_auc": 0.95, "n": 1000},
                 "b": {"accuracy": 0.8, "accuracy_ci_low": 0.77, "accuracy_ci_high": 0.83, "roc_auc": None, "n": 1000}}
 
-    text = report.study_report(results, {"a": "model A", "b": "model B"}, plots, plots / "report.md", extended,
+    text = report.study_report(results, {"a": "model A", "b": "model B"}, plots, plots / "report.md", ("cat", "dog"), extended,
                                predictions, extended_predictions, kept={"b": 11})
     assert (plots / "report.md").read_text() == text
     assert "## Extended test set (1000 images)" in text
@@ -124,7 +126,7 @@ def test_study_report(tmp_path):
     assert "| model B | `b` | 0.800 (0.770-0.830) | - | 1000 |" in text.splitlines()  # AUC of one class: none
     assert "15 equal-width bins" in text
     assert "## What the study shows" not in text  # a and b belong to no phase of the study
-    without = report.study_report(results, {}, plots, plots / "report.md")
+    without = report.study_report(results, {}, plots, plots / "report.md", ("cat", "dog"))
     assert "Extended test set" not in without and "McNemar" not in without
 
     for stage in curves:
@@ -197,7 +199,7 @@ def test_study_report_says_what_each_phase_shows(tmp_path):
         predicted[list(wrong)] = 1 - labels[list(wrong)]
         probs = np.where(predicted == 1, 0.9, 0.1)
         results[name], predictions[name] = scored(labels, probs), prediction_frame(labels, probs)
-    text = report.study_report(results, DESCRIPTIONS, plots, plots / "report.md", None, predictions,
+    text = report.study_report(results, DESCRIPTIONS, plots, plots / "report.md", ("cat", "dog"), None, predictions,
                                kept={"train_custom_aug": 28})
     lines = text.splitlines()
     assert lines.index("## Test split (400 images)") < lines.index("## What the study shows") \
@@ -286,7 +288,8 @@ def test_report_on_the_committed_run(tmp_path):
     predictions = {m: pd.read_csv(ROOT / f"plots/evaluate/predictions/{m}.csv") for m in MODEL_NAMES}
     folder = ROOT / "plots/evaluate/predictions_extended"  # written by evaluate since the paired comparisons
     extended_predictions = ({m: pd.read_csv(folder / f"{m}.csv") for m in MODEL_NAMES} if folder.is_dir() else None)
-    text = report.study_report(results, DESCRIPTIONS, ROOT / "plots", tmp_path / "report.md", metrics.get("extended"),
+    text = report.study_report(results, DESCRIPTIONS, ROOT / "plots", tmp_path / "report.md", ("cat", "dog"),
+                               metrics.get("extended"),
                                predictions, extended_predictions, report.kept_epochs(list(MODEL_NAMES), ROOT / "metrics"))
     lines = text.splitlines()
 
@@ -317,7 +320,7 @@ def test_study_report_names_a_missing_history(tmp_path):
 
     results = {"a": binary_metrics(np.array([0, 1]), np.array([0.2, 0.7]))}
     with pytest.raises(UserError, match="loss.tsv not found"):
-        report.study_report(results, {}, tmp_path, tmp_path / "report.md")
+        report.study_report(results, {}, tmp_path, tmp_path / "report.md", ("cat", "dog"))
 
 
 def test_gradcam_choice_errors_then_the_most_confident_right_cats_and_dogs():

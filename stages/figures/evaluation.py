@@ -18,13 +18,14 @@ from stages.lib.outputs import save_figure  # noqa: E402
 HEATMAP_ALPHA = 0.45  # enough colour to read the heatmap, enough image to see the animal
 
 
-def reliability_diagram(curves: dict[str, dict], path: Path | str) -> None:
-    """Observed fraction of dogs against mean predicted P(dog) per bin, one line per model
+def reliability_diagram(curves: dict[str, dict], path: Path | str, positive: str) -> None:
+    """Observed fraction of the positive class against its mean predicted probability per
+    bin (P(dog) for cats vs. dogs, `positive` names the class), one line per model
     (curves from `metrics.reliability_curve`), over the diagonal of perfect calibration;
     below it, how many images each bin holds (log scale), since a bin of 3 images says little
     (marker areas show the same).
-    Below the diagonal on the right = overconfident about dogs; above it on the left =
-    overconfident about cats."""
+    Below the diagonal on the right = overconfident about the positive class; above it on
+    the left = overconfident about the negative one."""
     if not curves:
         raise ValueError("no reliability curves to draw")
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 8), sharex=True, height_ratios=(3, 1.2))
@@ -40,15 +41,15 @@ def reliability_diagram(curves: dict[str, dict], path: Path | str) -> None:
                     color=line.get_color(), zorder=3)
         centres = (np.asarray(curve["bin_low"]) + np.asarray(curve["bin_high"])) / 2
         bottom.plot(centres, curve["count"], "o-", ms=3, color=line.get_color())
-    top.set_ylabel("observed fraction of dogs")
+    top.set_ylabel(f"observed fraction of {positive}")
     top.set_xlim(0, 1)
     top.set_ylim(-0.02, 1.02)
     top.grid(alpha=0.3)
     top.legend(fontsize=8, loc="upper left")
-    top.set_title(f"Reliability of P(dog), {_bin_count(curves)} equal-width bins")
+    top.set_title(f"Reliability of P({positive}), {_bin_count(curves)} equal-width bins")
     bottom.set_yscale("log")
     bottom.set_ylabel("images in bin")
-    bottom.set_xlabel("mean predicted P(dog) in bin")
+    bottom.set_xlabel(f"mean predicted P({positive}) in bin")
     bottom.grid(alpha=0.3)
     save_figure(path, fig)
 
@@ -69,7 +70,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = HEATMAP_ALPHA
 def gradcam_grid(images: np.ndarray, heatmaps: np.ndarray, titles: list[str], path: Path | str, title: str,
                  columns: int = 6) -> None:
     """Images with their Grad-CAM heatmaps overlaid, a caption under each (e.g. the file
-    and P(dog)), in a grid of `columns`."""
+    and P(positive class)), in a grid of `columns`."""
     if not (len(images) == len(heatmaps) == len(titles)):
         raise ValueError(f"{len(images)} images, {len(heatmaps)} heatmaps and {len(titles)} titles: need one of each")
     overlays = [overlay(image, heatmap) for image, heatmap in zip(images, heatmaps)]

@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from stages.lib.study import (CLASSES, METRICS_DIR, SUMMARY_FIGURES, THRESHOLD, best_row,  # noqa: E402
+from stages.lib.study import (METRICS_DIR, SUMMARY_FIGURES, THRESHOLD, best_row,  # noqa: E402
                               data_plots_dir, evaluate_dir, history_dir, metrics_file, model_figure)
 from stages.figures.evaluation import image_grid  # noqa: E402
 from stages.lib.outputs import save_figure  # noqa: E402
@@ -45,8 +45,9 @@ def training_curves(history: list[dict], title: str, path: Path) -> None:
     save_figure(path, fig)
 
 
-def evaluation_figures(results: dict, predictions: dict, out_dir: Path) -> None:
-    """Test accuracy per model (with 95% intervals), ROC curves, confusion matrices."""
+def evaluation_figures(results: dict, predictions: dict, out_dir: Path, classes: tuple[str, str]) -> None:
+    """Test accuracy per model (with 95% intervals), ROC curves, confusion matrices;
+    `classes`: (negative, positive) names."""
     from stages.lib.metrics import roc_curve
 
     names = list(results)
@@ -65,11 +66,11 @@ def evaluation_figures(results: dict, predictions: dict, out_dir: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for m in names:
         frame = predictions[m]
-        curve = roc_curve((frame["actual"] == "dog").to_numpy(), frame["p_dog"].to_numpy())
+        curve = roc_curve((frame["actual"] == classes[1]).to_numpy(), frame["p_positive"].to_numpy())
         ax.plot(curve["fpr"], curve["tpr"], label=f"{m} (AUC {results[m]['roc_auc']:.3f})")
     ax.plot([0, 1], [0, 1], ":", color="gray")
-    ax.set_xlabel("false positive rate (cats called dogs)")
-    ax.set_ylabel("true positive rate (dogs found)")
+    ax.set_xlabel(f"false positive rate ({classes[0]} called {classes[1]})")
+    ax.set_ylabel(f"true positive rate ({classes[1]} found)")
     ax.legend(fontsize=8, loc="lower right")
     save_figure(out_dir / SUMMARY_FIGURES["roc"], fig)
 
@@ -80,8 +81,8 @@ def evaluation_figures(results: dict, predictions: dict, out_dir: Path) -> None:
         ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(1, matrix.sum() // 2))
         for (i, j), v in np.ndenumerate(matrix):
             ax.text(j, i, str(v), ha="center", va="center", color="black")
-        ax.set_xticks([0, 1], CLASSES)
-        ax.set_yticks([0, 1], CLASSES)
+        ax.set_xticks([0, 1], classes)
+        ax.set_yticks([0, 1], classes)
         ax.set_xlabel("predicted")
         ax.set_title(m, fontsize=9)
     np.atleast_1d(axes)[0].set_ylabel("actual")
@@ -96,25 +97,30 @@ GALLERY_SIZE = 16  # most confidently misclassified test images shown per model
 def confident_errors(labels: np.ndarray, probs: np.ndarray, k: int = GALLERY_SIZE) -> np.ndarray:
     """Indices of the (at most k) misclassified examples, most confident first: ranked by
     the probability given to the wrong class (ties: file order)."""
+    from stages.lib.metrics import predicted_labels
+
     labels = np.asarray(labels).astype(int)
     probs = np.asarray(probs, dtype=np.float64)
-    wrong = np.flatnonzero((probs >= THRESHOLD).astype(int) != labels)
+    wrong = np.flatnonzero(predicted_labels(probs) != labels)
     confidence = np.abs(probs[wrong] - THRESHOLD)
     return wrong[np.argsort(-confidence, kind="stable")][:k]
 
 
 def misclassified_gallery(name: str, test: dict, files: np.ndarray, labels: np.ndarray, probs: np.ndarray,
-                          path: Path, k: int = GALLERY_SIZE) -> int:
+                          path: Path, classes: tuple[str, str], k: int = GALLERY_SIZE) -> int:
     """PNG grid of model `name`'s most confidently misclassified test images; `test` is the
     test split (datasets.load_split), `files` / `labels` / `probs` the model's predictions
-    (matched to the images by file name). Returns how many images it shows."""
+    (matched to the images by file name), `classes` the (negative, positive) names. Returns
+    how many images it shows."""
+    from stages.lib.metrics import predicted_labels
+
     position = {f: i for i, f in enumerate(test["files"])}
     chosen = confident_errors(labels, probs, k)
-    named = np.array(CLASSES)
-    titles = [f"{files[i]}\n{named[labels[i]]} called {named[1 - labels[i]]}, P(dog) {probs[i]:.3f}"
+    named = np.array(classes)
+    titles = [f"{files[i]}\n{named[labels[i]]} called {named[1 - labels[i]]}, P({classes[1]}) {probs[i]:.3f}"
               for i in chosen]
     images = test["images"][[position[f] for f in files[chosen]]] if len(chosen) else test["images"][:0]
-    wrong = int(((np.asarray(probs) >= THRESHOLD).astype(int) != np.asarray(labels)).sum())
+    wrong = int((predicted_labels(probs) != np.asarray(labels)).sum())
     if len(chosen):
         title = (f"{name}: the {len(chosen)} most confidently misclassified of {wrong} errors "
                  f"in {len(labels)} test images")
@@ -128,15 +134,18 @@ def misclassified_gallery(name: str, test: dict, files: np.ndarray, labels: np.n
     return len(chosen)
 
 
-def results_table(results: dict, models: dict[str, str]) -> list[str]:
-    """Markdown rows: per model the test metrics of metrics/evaluate.json."""
-    rows = ["| model | stage | test accuracy (95% CI) | loss | ROC AUC | precision | recall | F1 | ECE | Brier | n |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+def results_table(results: dict, models: dict[str, str], classes: tuple[str, str]) -> list[str]:
+    """Markdown rows: per model its test metrics, the recall of each class named."""
+    negative, positive = classes
+    rows = [f"| model | stage | test accuracy (95% CI) | balanced accuracy | recall {negative} | recall {positive} | "
+            "precision | F1 | loss | ROC AUC | PR AUC | ECE | Brier | n |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in results.items():
         rows.append(
             f"| {models.get(name, name)} | `{name}` | {r['accuracy']:.3f} ({r['accuracy_ci_low']:.3f}-"
-            f"{r['accuracy_ci_high']:.3f}) | {r['loss']:.4f} | {r['roc_auc']:.3f} | {r['precision']:.3f} | "
-            f"{r['recall']:.3f} | {r['f1']:.3f} | {r['ece']:.3f} | {r['brier']:.3f} | {r['n']} |"
+            f"{r['accuracy_ci_high']:.3f}) | {r['balanced_accuracy']:.3f} | {r['specificity']:.3f} | "
+            f"{r['recall']:.3f} | {r['precision']:.3f} | {r['f1']:.3f} | {r['loss']:.4f} | {r['roc_auc']:.3f} | "
+            f"{r['pr_auc']:.3f} | {r['ece']:.3f} | {r['brier']:.3f} | {r['n']} |"
         )
     return rows
 
@@ -149,6 +158,33 @@ def extended_table(extended: dict, models: dict[str, str]) -> list[str]:
         rows.append(f"| {models.get(name, name)} | `{name}` | {r['accuracy']:.3f} ({r['accuracy_ci_low']:.3f}-"
                     f"{r['accuracy_ci_high']:.3f}) | {auc} | {r['n']} |")
     return rows
+
+
+# The share of the larger class from which the report calls a set imbalanced (60:40).
+IMBALANCED = 0.6
+
+
+def class_balance(results: dict, classes: tuple[str, str]) -> list[str]:
+    """Markdown: how many test images each class has and, when one class holds at least
+    IMBALANCED of them, what accuracy alone would hide (the score of always answering the
+    larger class, and each model's balanced accuracy and weaker recall)."""
+    first = next(iter(results.values()))
+    positives, n = first["tp"] + first["fn"], first["n"]
+    counts = {classes[0]: n - positives, classes[1]: positives}
+    larger = max(counts, key=counts.get)
+    share = counts[larger] / n
+    said = f"The test split holds {counts[classes[0]]} {classes[0]} and {counts[classes[1]]} {classes[1]} images"
+    if share < IMBALANCED:
+        return [f"{said}: balanced enough ({share:.0%} {larger}) for accuracy to mean what it says.", ""]
+    lines = [f"{said}: imbalanced, {share:.0%} {larger}. A model that always answers {larger} scores {share:.3f} "
+             "accuracy while finding no image of the other class, so read the balanced accuracy (the mean of the "
+             "two recalls, 0.5 for any constant answer) and the recall of each class beside it:", ""]
+    for name, r in results.items():
+        recalls = {classes[0]: r["specificity"], classes[1]: r["recall"]}
+        weaker = min(recalls, key=recalls.get)
+        lines.append(f"- `{name}`: accuracy {r['accuracy']:.3f}, balanced accuracy {r['balanced_accuracy']:.3f}; "
+                     f"it finds {recalls[weaker]:.1%} of the {weaker} images.")
+    return lines + [""]
 
 
 def stage_curves(stages: list[str], plots_dir: Path, out_dir: Path) -> None:
@@ -375,11 +411,12 @@ def in_short(steps: list[tuple[str, str]], compared: dict[str, dict]) -> list[st
 # ---------------------------------------------------------------- the report
 
 
-def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: Path,
+def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: Path, classes: tuple[str, str],
                  extended: dict | None = None, predictions: dict | None = None,
                  extended_predictions: dict | None = None, kept: dict[str, int] | None = None) -> str:
     """The study's results as Markdown, written to `path` (inside plots_dir): test metrics
-    per model with their calibration, a paragraph per phase of the study saying what it
+    per model with their calibration (`classes`: the (negative, positive) names), whether
+    the classes are balanced and what accuracy hides when not, a paragraph per phase of the study saying what it
     shows, the metrics on the extended test set (when given), paired comparisons of the
     models (McNemar, from `predictions` and `extended_predictions`: model -> frame with
     `file`, `actual`, `predicted`), the figures, a diagnosis per training run computed from
@@ -394,6 +431,7 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
         return Path(os.path.relpath(target, path.parent)).as_posix()
 
     names = list(results)
+    negative, positive = classes
     accuracy = {m: r["accuracy"] for m, r in results.items()}
     phase_of = {m.stage: m.phase for m in MODELS}
     diagnoses = training_diagnoses(names, plots_dir, kept)
@@ -405,20 +443,24 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
     n = next(iter(results.values()))["n"]
     figures = evaluate_dir(plots_dir)
     lines = [
-        "# Cats vs. dogs: results",
+        f"# {classes[0]} vs. {classes[1]}: results",
         "",
         "Written by the `evaluate` stage (`stages/figures/report.py`) from the test predictions and the",
         "training histories; do not edit, run `dvc repro`.",
         "",
         f"## Test split ({n} images)",
         "",
-        *results_table(results, models),
+        *results_table(results, models, classes),
         "",
-        "95% intervals: Wilson score interval of the accuracy. Loss: log loss. Positive class: dog.",
-        f"Calibration of P(dog): ECE = expected calibration error over {CALIBRATION_BINS} equal-width bins of "
-        "P(dog) on [0, 1] (the mean over the images of |fraction of dogs in the bin - mean P(dog) in the bin|; "
-        "0 = calibrated); Brier = mean squared error of P(dog) (0 = perfect, 0.25 = always 0.5).",
+        f"95% intervals: Wilson score interval of the accuracy. Positive class: {positive}. Balanced accuracy: the "
+        f"mean of the recalls of {negative} and {positive} (the share of each class found). PR AUC: area under "
+        f"the precision-recall curve of {positive} (average precision). Loss: log loss.",
+        f"Calibration of P({positive}): ECE = expected calibration error over {CALIBRATION_BINS} equal-width bins "
+        f"of P({positive}) on [0, 1] (the mean over the images of |fraction of {positive} in the bin - mean "
+        f"P({positive}) in the bin|; 0 = calibrated); Brier = mean squared error of P({positive}) (0 = perfect, "
+        "0.25 = always 0.5).",
         "",
+        *class_balance(results, classes),
         f"Figures: [accuracy]({link(figures / SUMMARY_FIGURES['accuracy'])}), "
         f"[ROC curves]({link(figures / SUMMARY_FIGURES['roc'])}),"
         f" [confusion matrices]({link(figures / SUMMARY_FIGURES['confusion'])}),"
@@ -474,7 +516,7 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
         gradcam = figures / model_figure("gradcam", name)
         lines += [f"### `{name}`", "", f"![{name}: confident errors]({link(gallery)})", "",
                   f"Where it looked ([Grad-CAM]({link(gradcam)}), the evidence for the class it predicted): its "
-                  "most confident errors, then its most confidently right cats and dogs.", "",
+                  f"most confident errors, then its most confidently right {negative} and {positive} images.", "",
                   f"![{name}: Grad-CAM]({link(gradcam)})", ""]
     data_figures_found = sorted(data_plots_dir(plots_dir).glob("*.png"))
     if data_figures_found:

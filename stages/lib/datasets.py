@@ -74,23 +74,38 @@ def training_batches(
     epochs: int,
     make_batch: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
     start_epoch: int = 0,
+    sample_weights: np.ndarray | None = None,
 ) -> tuple[tf.data.Dataset, int]:
     """Batches for epochs start_epoch..epochs-1 in one stream, and the steps per epoch.
 
     make_batch(epoch, indices) returns the model inputs for those example indices.
+    sample_weights: a weight per example for the loss (class_weight_balanced), or None.
     """
     labels_t = tf.constant(labels, tf.float32)
+    weights_t = None if sample_weights is None else tf.constant(sample_weights, tf.float32)
 
     def epoch_indices(epoch):
         batches = tf.data.Dataset.from_tensor_slices(epoch_order(n, seed, epoch)).batch(batch_size)
         return batches.map(lambda idx: (epoch, idx))
 
     ds = tf.data.Dataset.range(start_epoch, epochs).flat_map(epoch_indices)
-    ds = ds.map(
-        lambda epoch, idx: (make_batch(epoch, idx), tf.gather(labels_t, idx)),
-        num_parallel_calls=PARALLEL,
-    )
+    if weights_t is None:
+        ds = ds.map(lambda epoch, idx: (make_batch(epoch, idx), tf.gather(labels_t, idx)), num_parallel_calls=PARALLEL)
+    else:
+        ds = ds.map(lambda epoch, idx: (make_batch(epoch, idx), tf.gather(labels_t, idx), tf.gather(weights_t, idx)),
+                    num_parallel_calls=PARALLEL)
     return ds.prefetch(2).with_options(_options()), math.ceil(n / batch_size)
+
+
+def class_weight_balanced(labels: np.ndarray) -> np.ndarray:
+    """Per example the weight n / (2 n_class) of its class, as scikit-learn's
+    class_weight="balanced": each class weighs as much in the loss as the other, whatever
+    their counts (a balanced set gets 1.0 everywhere)."""
+    labels = np.asarray(labels).astype(int)
+    counts = np.bincount(labels, minlength=2)
+    if counts.min() == 0:
+        raise ValueError(f"class_weight balanced needs both classes in the training labels, got counts {counts.tolist()}")
+    return (len(labels) / (2.0 * counts))[labels].astype(np.float32)
 
 
 def plain_inputs(inputs: np.ndarray) -> Callable:

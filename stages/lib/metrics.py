@@ -50,12 +50,36 @@ def roc_curve(labels: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def predicted_labels(probs, threshold: float = THRESHOLD) -> np.ndarray:
+    """The label each probability of the positive class stands for: 1 at or above the
+    threshold, else 0 (the one decision rule of evaluate, the report, predict and Grad-CAM)."""
+    return (np.asarray(probs) >= threshold).astype(int)
+
+
+def average_precision(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Area under the precision-recall curve as scikit-learn's average_precision_score
+    computes it: sum over the distinct thresholds of (recall step) * precision there. Unlike
+    ROC AUC it moves with the share of positives: a rare positive class pulls it down."""
+    labels = np.asarray(labels).astype(bool)
+    if not labels.any():
+        return float("nan")
+    curve = roc_curve(labels, probs)  # tpr = recall at each distinct threshold, from the top
+    tps = curve["tpr"][1:] * labels.sum()
+    predicted_positive = tps + curve["fpr"][1:] * (~labels).sum()
+    precision = tps / predicted_positive
+    recall_steps = np.diff(curve["tpr"])
+    return float(np.sum(recall_steps * precision))
+
+
 def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = THRESHOLD) -> dict[str, float]:
-    """Accuracy (with its 95% Wilson interval), log loss, ROC AUC, precision, recall, F1 and
-    the confusion counts; the positive class is dog (label 1)."""
+    """Accuracy (with its 95% Wilson interval), log loss, ROC AUC, precision, recall, F1,
+    the confusion counts, and what stays honest when one class outnumbers the other: the
+    recall of each class (`recall` of the positive class, label 1, and `specificity`, the
+    recall of the negative one), balanced accuracy (their mean) and the area under the
+    precision-recall curve (`pr_auc`)."""
     labels = np.asarray(labels).astype(int)
     probs = np.asarray(probs, dtype=np.float64)
-    predicted = (probs >= threshold).astype(int)
+    predicted = predicted_labels(probs, threshold)
     tp = int(((predicted == 1) & (labels == 1)).sum())
     tn = int(((predicted == 0) & (labels == 0)).sum())
     fp = int(((predicted == 1) & (labels == 0)).sum())
@@ -66,6 +90,7 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = THR
     loss = -np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
+    specificity = tn / (tn + fp) if tn + fp else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {
         "accuracy": (tp + tn) / n,
@@ -75,6 +100,9 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = THR
         "roc_auc": roc_auc(labels, probs),
         "precision": precision,
         "recall": recall,
+        "specificity": specificity,
+        "balanced_accuracy": (recall + specificity) / 2,
+        "pr_auc": average_precision(labels, probs),
         "f1": f1,
         "tp": tp,
         "fp": fp,

@@ -152,6 +152,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         # tf.distribute strategy of every training stage; batch_size stays the global batch
         "distribute": one_of("none", "mirrored", "multi_worker"),
         "devices": device_list(),  # mirrored only; [] = every local GPU
+        # balanced: weigh each class's examples n / (2 n_class) in the loss; none: all 1
+        "class_weight": one_of("none", "balanced"),
     },
     "augmentation": {
         "rotation": number_between(0, 180),

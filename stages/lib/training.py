@@ -291,8 +291,13 @@ def train(
         steps = cfg["epochs"] * math.ceil(n / batch) if cfg["lr_decay"] == "cosine" else 0
         compile_binary(trainable, cfg["learning_rate"], decay_steps=steps)
 
+    # train.class_weight balanced: each class weighs the same in the loss (imbalanced data);
+    # none: every image weighs 1, as in Chollet's balanced study.
+    weights = datasets.class_weight_balanced(train_labels) if params["train"]["class_weight"] == "balanced" else None
+
     def make_train_ds(start_epoch):
-        return datasets.training_batches(n, train_labels, batch, seed, cfg["epochs"], make_batch, start_epoch)
+        return datasets.training_batches(n, train_labels, batch, seed, cfg["epochs"], make_batch, start_epoch,
+                                         sample_weights=weights)
 
     key = fingerprint(params, list(data_files))
     # Validation is inference: a bigger batch than training's is a little faster on 2 cores
