@@ -62,7 +62,7 @@ def one_step(stage_model, x, labels, bank, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = {"batch_size": N, "epochs": 1, "learning_rate": 1e-3, "lr_decay": "none", "early_stopping": 0,
            "restore_best": False}
-    params = {"train": {"seed": SEED, "precision": "float32", "distribute": "none", "devices": []},
+    params = {"train": {"seed": SEED, "precision": "float32", "distribute": "none", "devices": [], "class_weight": "none"},
               "augmentation": CHOLLET}
     if bank is None:  # the old per-stage bank: the model's own frozen prefix, built in-stage
         from stages.lib import models
