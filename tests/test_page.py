@@ -296,3 +296,23 @@ def test_without_models_or_with_a_taken_port_one_line(project, tmp_path):
     assert run.returncode == 2
     assert re.fullmatch(rf"error: --host 127.0.0.1 --port {port}: cannot listen there \([^)]+\); choose another "
                         r"--port, or --port 0 for a free one\n", run.stderr), run.stderr
+
+
+def test_the_benchmark_times_the_page(project, tmp_path):
+    """benchmarks/page_benchmark.py runs and writes what it promises (a smoke test, not a
+    measurement: one upload to tiny models)."""
+    image = project / "data" / "split" / "images" / "test" / "dogs" / "dog.1500.jpg"
+    out = tmp_path / "page.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    run = subprocess.run([sys.executable, "-m", "benchmarks.page_benchmark", "--project", str(project),
+                          "--image", str(image), "--rounds", "1", "--out", str(out)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(out.read_text())
+    assert report["machine"]["cpu_kind"] and report["machine"]["cpus_usable"] > 0
+    assert report["models"] == 5 and report["startup_s"] > 0
+    (one,) = report["rounds"]
+    assert 0 < one["first_result_s"] <= one["all_gradcam_s"]
+    assert report["first_result_s"] == {"median": one["first_result_s"], "max": one["first_result_s"]}
+    assert set(one["p"]) == set(MODEL_NAMES) and all(0 <= p <= 1 for p in one["p"].values())
+    assert f"{out}: start-up " in run.stdout
