@@ -87,8 +87,10 @@ def one_round(url: str, image: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--project", type=Path, default=Path("."), help="project folder with trained models (default: here)")
-    parser.add_argument("--image", type=Path, help="the file to upload (default: ../shared's dog.7.jpg or a test image)")
+    parser.add_argument("--project", type=Path, default=Path("."),
+                        help="project folder with trained models (default: here)")
+    parser.add_argument("--image", type=Path,
+                        help="the file to upload (default: ../shared's dog.7.jpg or a test image)")
     parser.add_argument("--rounds", type=int, default=5, help="uploads timed (default 5)")
     parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/<cpu kind>-<date>-page.json)")
     args = parser.parse_args(argv)

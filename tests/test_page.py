@@ -77,8 +77,9 @@ def project(tmp_path_factory) -> Path:
         folder.mkdir(parents=True)
         for i in range(3):
             synthetic_image(label, i).save(folder / f"{label}.{1500 + i}.jpg")
-    scores = {name: {"accuracy": 0.7 + 0.05 * i, "accuracy_ci_low": 0.65 + 0.05 * i, "accuracy_ci_high": 0.75 + 0.05 * i,
-                     "loss": 0.5 - 0.05 * i, "roc_auc": 0.8 + 0.03 * i, "ece": 0.1 - 0.015 * i, "n": 6}
+    scores = {name: {"accuracy": 0.7 + 0.05 * i, "accuracy_ci_low": 0.65 + 0.05 * i,
+                     "accuracy_ci_high": 0.75 + 0.05 * i, "loss": 0.5 - 0.05 * i, "roc_auc": 0.8 + 0.03 * i,
+                     "ece": 0.1 - 0.015 * i, "n": 6}
               for i, name in enumerate(MODEL_NAMES)}
     scores["extended"] = {name: {"accuracy": 0.71 + 0.05 * i} for i, name in enumerate(MODEL_NAMES)}
     (root / "metrics").mkdir()
@@ -228,6 +229,15 @@ def test_bad_files_get_a_message_in_the_page(page, browser, tmp_path):
     assert errors == {"notes.jpg": "not an image (Pillow cannot identify it)",
                       "noise.png": f"file too large: {heavy.stat().st_size / 1e6:.1f} MB (limit 1.0 MB)",
                       "wide.png": "too many pixels: 1200x1000 = 1.2 Mpx (limit 1.0 Mpx)"}
+    # A file dropped on the page (anywhere) is classified like a chosen one.
+    browser.execute_script("""
+        const files = new DataTransfer();
+        files.items.add(new File(['dropped text'], 'dropped.jpg', {type: 'image/jpeg'}));
+        document.body.dispatchEvent(new DragEvent('drop', {dataTransfer: files, bubbles: true, cancelable: true}));""")
+    wait_for(browser, "document.querySelectorAll('.card[data-done]').length === 4", "the dropped file's result")
+    dropped = browser.find_element("css selector", ".card")
+    assert (dropped.find_element("tag name", "h2").text, dropped.find_element("css selector", ".error").text) == (
+        "dropped.jpg", "not an image (Pillow cannot identify it)")
     browser.save_screenshot(str(tmp_path / "errors.png"))
     # The server refuses the oversized file itself too, whatever a client checks first.
     request = urllib.request.Request(f"{url}api/classify?name=noise.png", data=heavy.read_bytes(), method="POST")
@@ -316,3 +326,22 @@ def test_the_benchmark_times_the_page(project, tmp_path):
     assert report["first_result_s"] == {"median": one["first_result_s"], "max": one["first_result_s"]}
     assert set(one["p"]) == set(MODEL_NAMES) and all(0 <= p <= 1 for p in one["p"].values())
     assert f"{out}: start-up " in run.stdout
+
+
+def test_the_class_names_come_from_the_data(project, browser, tmp_path):
+    """An ants-vs-bees study: the page says P(bee) and labels ant or bee."""
+    bees = tmp_path / "bees"
+    shutil.copytree(project, bees)
+    (bees / "data" / "split" / "classes.json").write_text(json.dumps(classes_record(("ant", "bee"))))
+    process = page_process(bees, tmp_path / "stderr.txt", "--port", "0")
+    try:
+        url = re.match(r"page: (http://\S+/) ", process.stdout.readline()).group(1)
+        open_page(browser, url)
+        assert browser.find_element("id", "title").text == "ant or bee? Five models on your photo"
+        (card,) = upload(browser, bees / "data" / "split" / "images" / "test" / "cats" / "cat.1500.jpg")
+        assert [th.text for th in card.find_elements("css selector", "th")][1] == "P(bee)"
+        labels = {result["cells"][3] for result in shown_results(card).values()}
+        assert labels and labels <= {"ant", "bee"}
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -124,7 +124,8 @@ class Study:
             raise UserError(f"class names unreadable: {e}") from None
         self.max_upload_bytes, self.max_pixels = max_upload_bytes, max_pixels
         self.metrics = test_metrics()
-        self.models = {name: load_predictor(name, self.image_size) for name in MODEL_NAMES if model_file(name).is_file()}
+        self.models = {name: load_predictor(name, self.image_size)
+                       for name in MODEL_NAMES if model_file(name).is_file()}
         if not self.models:
             raise UserError(f"{model_file(MODEL_NAMES[-1])} not found (nor any other trained model): {NOT_FOUND_HINT}")
         self.conv_layers = {name: self._conv_layer(model) for name, model in self.models.items()}
@@ -173,7 +174,7 @@ class Study:
         if len(data) > self.max_upload_bytes:
             return self.refusal(file_name, self.too_many_bytes(len(data)))
         with tempfile.TemporaryDirectory(prefix="page-upload-") as folder:
-            path = Path(folder) / ("upload" + Path(file_name).suffix[:10])
+            path = Path(folder) / "upload"  # Pillow reads the format from the bytes, never from the name
             path.write_bytes(data)
             return self.classify_file(file_name, path)
 
@@ -201,8 +202,15 @@ class Study:
         return {"file": file_name, "token": token, "error": None, "results": results}
 
     def input_png(self, token: str) -> bytes | None:
-        image = self.inputs.get(token)
+        """The image as the models saw it, or None for a token not (or no longer) kept."""
+        with self.lock:
+            image = self.inputs.get(token)
         return None if image is None else png_bytes(image)
+
+    def gradcam_of(self, token: str, name: str) -> bytes | None:
+        with self.lock:
+            image = self.inputs.get(token)
+        return None if image is None or name not in self.models else self.gradcam_png(name, image)
 
     def gradcam_png(self, name: str, image: np.ndarray) -> bytes | None:
         """The model's Grad-CAM for the class it predicts, over the image it saw."""
@@ -234,7 +242,8 @@ class Study:
         except Exception:  # noqa: BLE001 - not an image, or a bomb: read_image says which
             return None
         if width * height > self.max_pixels:
-            return f"too many pixels: {width}x{height} = {width * height / 1e6:.1f} Mpx (limit {self.max_pixels / 1e6:.1f} Mpx)"
+            return (f"too many pixels: {width}x{height} = {width * height / 1e6:.1f} Mpx "
+                    f"(limit {self.max_pixels / 1e6:.1f} Mpx)")
         return None
 
     @staticmethod
@@ -246,6 +255,7 @@ class Handler(BaseHTTPRequestHandler):
     """GET the page and its data, POST a file to classify; JSON for data, PNG for images."""
 
     study: Study  # set on the subclass made by serve()
+    timeout = 60  # seconds a silent connection (a body never sent) may hold its thread
     server_version = "catsdogs-page"
     sys_version = ""
 
@@ -282,9 +292,7 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/api/input":
             self._send_png(self.study.input_png(query.get("token", "")))
         elif url.path == "/api/gradcam":
-            image = self.study.inputs.get(query.get("token", ""))
-            name = query.get("model", "")
-            self._send_png(None if image is None or name not in self.study.models else self.study.gradcam_png(name, image))
+            self._send_png(self.study.gradcam_of(query.get("token", ""), query.get("model", "")))
         elif url.path.startswith("/plots/"):
             wanted = unquote(url.path[1:])
             if wanted in {f["path"] for f in study_figures()}:  # the listed figures only
@@ -364,10 +372,11 @@ def serve(host: str, port: int) -> Server:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m stages.tools.page",
-                                     description="Your photo against the study's five models, and the study, in a browser.")
+    parser = argparse.ArgumentParser(
+        prog="python -m stages.tools.page",
+        description="Your photo against the study's five models, and the study, in a browser.")
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
+                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: the network)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: a free one)")
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                         help=f"largest file accepted, in MB (default {DEFAULT_MAX_UPLOAD_MB:g})")

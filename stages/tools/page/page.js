@@ -167,12 +167,15 @@ async function start() {
     classifyFiles([...event.target.files]);
     event.target.value = "";  // the same file may be chosen again
   });
+  // Files dropped anywhere on the page are classified (a browser would otherwise leave
+  // the page to open them); the drop zone lights up meanwhile.
   const drop = $("drop");
-  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (event) => {
+  document.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  document.addEventListener("dragleave", (event) => { if (!event.relatedTarget) drop.classList.remove("over"); });
+  document.addEventListener("drop", (event) => {
     event.preventDefault();
     drop.classList.remove("over");
+    showView("photo");
     classifyFiles([...event.dataTransfer.files]);
   });
   $("classify-test").addEventListener("click", () => { if ($("test-image").value) classifyTestImage($("test-image").value); });
