@@ -67,7 +67,7 @@ SECURITY_HEADERS = {
 }
 
 
-def test_metrics() -> dict[str, dict]:
+def metrics_on_test() -> dict[str, dict]:
     """Per model its test metrics (accuracy, ci_low, ci_high, roc_auc, log_loss, ece,
     extended_accuracy; None where not measured), from `evaluate`'s metrics file; {} before
     `evaluate` ran. The one place that knows where and under which keys they are."""
@@ -123,7 +123,7 @@ class Study:
         except (FileNotFoundError, ValueError, KeyError, IndexError) as e:
             raise UserError(f"class names unreadable: {e}") from None
         self.max_upload_bytes, self.max_pixels = max_upload_bytes, max_pixels
-        self.metrics = test_metrics()
+        self.metrics = metrics_on_test()
         self.models = {name: load_predictor(name, self.image_size)
                        for name in MODEL_NAMES if model_file(name).is_file()}
         if not self.models:
