@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -95,8 +96,10 @@ def project(tmp_path_factory) -> Path:
 
 def page_process(cwd: Path, log: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    # Ctrl-C's SIGINT reaches it as in a terminal, even where the test runner ignores it.
+    default_sigint = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if os.name == "posix" else None
     return subprocess.Popen([sys.executable, "-m", "stages.tools.page", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
+                            stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, preexec_fn=default_sigint)
 
 
 @pytest.fixture(scope="module")
@@ -284,6 +287,17 @@ def test_a_test_split_image_and_the_study(page, browser, project, tmp_path):
     requested = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert requested and all(r.startswith(url) for r in requested), requested
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT is sent to a process this way on POSIX only")
+def test_ctrl_c_stops_it_in_one_line(project, tmp_path):
+    log = tmp_path / "stderr.txt"
+    process = page_process(project, log, "--port", "0")
+    assert process.stdout.readline().startswith("page: http://127.0.0.1:")
+    start = log.stat().st_size
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0
+    assert log.read_bytes()[start:].decode() == "page: stopped\n"
 
 
 def test_without_models_or_with_a_taken_port_one_line(project, tmp_path):

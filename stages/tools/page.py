@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import secrets
 import sys
 import tempfile
@@ -124,6 +125,8 @@ class Study:
             raise UserError(f"class names unreadable: {e}") from None
         self.max_upload_bytes, self.max_pixels = max_upload_bytes, max_pixels
         self.metrics = metrics_on_test()
+        # TensorFlow warns that five models traced five predict functions; it is meant.
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
         self.models = {name: load_predictor(name, self.image_size)
                        for name in MODEL_NAMES if model_file(name).is_file()}
         if not self.models:
@@ -392,24 +395,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def serve_until_stopped(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     server = serve(args.host, args.port)
-    study = server.RequestHandlerClass.study = Study(int(args.max_upload_mb * 1e6), args.max_pixels)
-    host, port = server.server_address[:2]
-    missing = [name for name in MODEL_NAMES if name not in study.models]
-    print(f"page: http://{host}:{port}/ "
-          f"({len(study.models)} models loaded in {time.perf_counter() - started:.1f} s"
-          + (f"; not trained: {', '.join(missing)}" if missing else "") + "); Ctrl-C stops it", flush=True)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"page: listening on {host}: anyone who can reach this machine can use it", flush=True)
     try:
+        study = server.RequestHandlerClass.study = Study(int(args.max_upload_mb * 1e6), args.max_pixels)
+        host, port = server.server_address[:2]
+        missing = [name for name in MODEL_NAMES if name not in study.models]
+        print(f"page: http://{host}:{port}/ ({len(study.models)} models loaded in {time.perf_counter() - started:.1f} s"
+              + (f"; not trained: {', '.join(missing)}" if missing else "") + "); Ctrl-C stops it", flush=True)
+        if host not in ("127.0.0.1", "localhost"):
+            print(f"page: listening on {host}: anyone who can reach this machine can use it", flush=True)
         server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        print("page: stopped", file=sys.stderr)
     finally:
         server.server_close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        serve_until_stopped(args)
+    except KeyboardInterrupt:  # Ctrl-C is how a user stops it, while loading or serving
+        print("page: stopped", file=sys.stderr)
 
 
 if __name__ == "__main__":
