@@ -26,7 +26,7 @@ import pandas as pd
 
 from stages.lib.params import UserError, load_params, run_stage
 from stages.lib.study import (CLASSES, DESCRIPTIONS, EVALUATE_DIR, EXPORT_DIR, MODEL_NAMES, PLOTS_DIR, REPORT_FILE,
-                              SUMMARY_FIGURES, THRESHOLD, metrics_file, model_figure, model_file)
+                              SUMMARY_FIGURES, THRESHOLD, metrics_file, model_figure, model_file, read_classes)
 
 STAGE = "evaluate"
 # Per Grad-CAM grid: up to this many of the most confident errors, and as many of the most
@@ -127,7 +127,7 @@ def main() -> None:
                 extended_results[name] = {k: scored[k] for k in EXTENDED_KEYS}
                 extended_predictions[name] = prediction_frame(extended, extended_probs)
                 write_csv(out / "predictions_extended" / f"{name}.csv", extended_predictions[name])
-            export_savedmodel(model, exports / name, image_size)
+            export_savedmodel(model, exports / name, image_size, read_classes())
             r = results[name]
             print(f"{name}: test accuracy {r['accuracy']:.3f}, AUC {r['roc_auc']:.3f}, ECE {r['ece']:.3f}"
                   + (f"; extended test accuracy {extended_results[name]['accuracy']:.3f} "
