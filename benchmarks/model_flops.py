@@ -33,6 +33,10 @@ class LayerCost:
 
 def layer_forward_flops(layer, input_shape: tuple, output_shape: tuple) -> int:
     """FLOPs of one example through `layer` (shapes without the batch axis)."""
+    from stages.lib.models import PREPROCESSING_LAYER
+
+    if layer.name == PREPROCESSING_LAYER:  # VGG16's 1x1 Conv2D is a channel swap and a bias: no multiply-adds
+        return 0
     if isinstance(layer, keras.layers.Conv2D):
         kernel_h, kernel_w = layer.kernel_size
         out_h, out_w, filters = output_shape
@@ -56,7 +60,7 @@ def layer_costs(model: keras.Model, input_shape: tuple | None = None) -> list[La
             costs += inner
             shape = inner[-1].output_shape if inner else shape
             continue
-        # Symbolic call: works for layers without compute_output_shape (VGG16Preprocessing).
+        # Symbolic call: works for layers without compute_output_shape too.
         out = tuple(layer.compute_output_spec(keras.KerasTensor((None, *shape))).shape[1:])
         costs.append(LayerCost(layer.name, out, layer_forward_flops(layer, shape, out), bool(layer.trainable_weights)))
         shape = out

@@ -137,7 +137,7 @@ def main() -> None:
                 extended_results[name] = {k: scored[k] for k in EXTENDED_KEYS}
                 extended_predictions[name] = prediction_frame(extended, extended_probs, classes)
                 write_csv(out / "predictions_extended" / f"{name}.csv", extended_predictions[name])
-            export_savedmodel(model, exports / name, image_size)
+            export_savedmodel(model, exports / name, image_size, classes)
             r = results[name]
             print(f"{name}: test accuracy {r['accuracy']:.3f}, AUC {r['roc_auc']:.3f}, ECE {r['ece']:.3f}"
                   + (f"; extended test accuracy {extended_results[name]['accuracy']:.3f} "

@@ -140,7 +140,7 @@ def test_first_training_step_is_the_same_on_both_paths(finetune_model):
     fb, yb2 = next(iter(bank_ds))
     suffix.train_on_batch(fb, yb2)
 
-    for name in ("block5_conv1", "block5_conv3", "dense", "p_dog"):
+    for name in ("block5_conv1", "block5_conv3", "dense", models.OUTPUT_LAYER):
         before = finetune_model.get_layer(name).get_weights()[0]
         after_online = online_model.get_layer(name).get_weights()[0]
         after_bank = bank_model.get_layer(name).get_weights()[0]

@@ -97,7 +97,7 @@ def test_first_step_on_the_shared_bank_matches_the_per_stage_bank(conv_base, sta
     start = fresh()
     per_stage = one_step(fresh(), x, labels, None, tmp_path / "a", monkeypatch)
     shared = one_step(fresh(), x, labels, shared_bank(conv_base, x, copies=1), tmp_path / "b", monkeypatch)
-    trained = ["dense", "p_dog"] + (["block5_conv1", "block5_conv3"] if stage == "finetune" else [])
+    trained = ["dense", models.OUTPUT_LAYER] + (["block5_conv1", "block5_conv3"] if stage == "finetune" else [])
     for name in trained:
         before = start.get_layer(name).get_weights()[0]
         a, b = per_stage.get_layer(name).get_weights()[0], shared.get_layer(name).get_weights()[0]

@@ -149,8 +149,6 @@ def run_stages(path: Path, stages: str, **env_args) -> str:
 def trained(path: Path, stage: str) -> tuple[list[np.ndarray], dict]:
     import keras
 
-    import stages.lib.models  # noqa: F401  registers VGG16Preprocessing for loading
-
     model = keras.models.load_model(path / f"data/models/{stage}.keras", safe_mode=True)
     return [w for w in model.get_weights()], json.loads((path / f"metrics/{stage}.json").read_text())
 

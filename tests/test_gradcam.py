@@ -69,13 +69,13 @@ def test_heatmap_is_brightest_where_the_class_pattern_is(corner_model):
 
 def test_saturated_predictions_get_the_same_heatmap(corner_model):
     # The same model with its log-odds z multiplied by 100: same answers, same evidence, but
-    # P(dog) is exactly 1.0 or 0.0 in float32, where the gradient of P vanishes; that of z
+    # P(positive) is exactly 1.0 or 0.0 in float32, where the gradient of P vanishes; that of z
     # does not, and per-image normalisation makes the heatmap independent of the scale.
     images, _ = corner_images(32, seed=2)
     sure = keras.models.clone_model(corner_model)
     sure.set_weights(corner_model.get_weights())
-    kernel, bias = sure.get_layer("p_dog").get_weights()
-    sure.get_layer("p_dog").set_weights([100 * kernel, 100 * bias])
+    kernel, bias = sure.get_layer(models.OUTPUT_LAYER).get_weights()
+    sure.get_layer(models.OUTPUT_LAYER).set_weights([100 * kernel, 100 * bias])
     heatmaps, p_dog = grad_cam(corner_model, images)
     sure_heatmaps, sure_p_dog = grad_cam(sure, images)
     assert np.isin(sure_p_dog, (0.0, 1.0)).mean() > 0.9, "expected saturated predictions"

@@ -208,5 +208,8 @@ def test_unfreeze_accepts_only_layers_with_weights():
         models.unfreeze(model, ["block5_pool"])
     with pytest.raises(UserError, match="finetune.unfreeze: layer 'block6_conv1' does not exist"):
         models.unfreeze(model, ["block6_conv1"])
+    # The preprocessing is a Conv2D with weights (the fixed BGR flip and mean): never trained.
+    with pytest.raises(UserError, match="finetune.unfreeze: layer 'vgg16_preprocessing' is the fixed preprocessing"):
+        models.unfreeze(model, ["vgg16_preprocessing"])
     models.unfreeze(model, ["block5_conv3"])
-    assert [layer.name for layer in model.layers if layer.trainable and layer.weights] == ["block5_conv3", "dense", "p_dog"]
+    assert [layer.name for layer in model.layers if layer.trainable and layer.weights] == ["block5_conv3", "dense", models.OUTPUT_LAYER]

@@ -1,6 +1,7 @@
 """`python -m stages.tools.predict` in a project folder holding trained models: one line per file,
-JSON Lines, the default model chosen on validation, the pipeline's decoding, exit codes and
-the messages for missing and unknown models."""
+JSON Lines, the default model chosen on validation, the pipeline's decoding, the class names
+from data/split/classes.json, exit codes and the messages for missing and unknown models and
+a missing classes file."""
 
 from __future__ import annotations
 
@@ -18,24 +19,30 @@ from keras import layers
 from PIL import Image
 
 from helpers import ROOT
-from stages.lib.study import MODEL_NAMES
+from stages.lib.models import OUTPUT_LAYER
+from stages.lib.study import CLASSES_FILE, MODEL_NAMES, classes_record
 
 SIZE = 48
 
 
 def brightness_model(sign: float) -> keras.Model:
-    """P(dog) = sigmoid(sign * 10 * (mean brightness - 0.5)): a model whose answer is known."""
+    """P(positive) = sigmoid(sign * 10 * (mean brightness - 0.5)): a model whose answer is known."""
     inputs = keras.Input((SIZE, SIZE, 3), name="image")
     x = layers.GlobalAveragePooling2D()(layers.Rescaling(1 / 255)(inputs))
-    head = layers.Dense(1, activation="sigmoid", name="p_dog")
+    head = layers.Dense(1, activation="sigmoid", name=OUTPUT_LAYER)
     model = keras.Model(inputs, head(x))
     head.set_weights([np.full((3, 1), sign * 10 / 3, np.float32), np.array([-sign * 5], np.float32)])
     return model
 
 
-def project(root: Path, models: dict[str, keras.Model] | None = None, metrics: dict[str, dict] | None = None) -> Path:
-    """A project folder as `dvc repro` leaves it: params.yaml, data/models/, metrics/."""
+def project(root: Path, models: dict[str, keras.Model] | None = None, metrics: dict[str, dict] | None = None,
+            classes: tuple[str, str] | None = ("cat", "dog")) -> Path:
+    """A project folder as `dvc repro` leaves it: params.yaml, data/split/classes.json (unless
+    classes is None), data/models/, metrics/."""
     root.mkdir(parents=True, exist_ok=True)
+    if classes is not None:
+        (root / CLASSES_FILE).parent.mkdir(parents=True)
+        (root / CLASSES_FILE).write_text(json.dumps(classes_record(classes)))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["split"]["image_size"] = SIZE
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -104,14 +111,49 @@ def test_json_lines_with_a_named_model(trained):
     run = predict(trained, "photos/bright.png", "photos/sub/dark.jpg", "--json", "--model", "train_custom")
     assert run.returncode == 0, run.stderr
     records = [json.loads(line) for line in run.stdout.splitlines()]
-    assert [(r["file"], r["model"], r["label"], r["error"]) for r in records] == [
-        ("photos/bright.png", "train_custom", "dog", None),
-        ("photos/sub/dark.jpg", "train_custom", "cat", None),
+    assert [list(r) for r in records] == [["file", "model", "positive_class", "p_positive", "label", "error"]] * 2
+    assert [(r["file"], r["model"], r["positive_class"], r["label"], r["error"]) for r in records] == [
+        ("photos/bright.png", "train_custom", "dog", "dog", None),
+        ("photos/sub/dark.jpg", "train_custom", "dog", "cat", None),
     ]
     # The brightness model's exact answer on the decoded images: 220/255 and 30/255.
     expected = 1 / (1 + np.exp(-10 * (np.array([220, 30]) / 255 - 0.5)))
-    np.testing.assert_allclose([r["p_dog"] for r in records], expected, atol=1e-5)
-    assert "model: train_custom (chosen with --model)" in run.stderr
+    np.testing.assert_allclose([r["p_positive"] for r in records], expected, atol=1e-5)
+    assert "model: train_custom (chosen with --model); columns: file, P(dog), label (dog when P >= 0.5, else cat)" \
+        in run.stderr
+    run = predict(trained, "missing.jpg", "--json", "--model", "train_custom")
+    assert run.returncode == 1
+    assert json.loads(run.stdout) == {"file": "missing.jpg", "model": "train_custom", "positive_class": "dog",
+                                      "p_positive": None, "label": None, "error": "no such file"}
+
+
+def test_the_labels_are_the_studys_class_names(tmp_path):
+    """Any two classes: the words, the positive class and P come from data/split/classes.json."""
+    root = project(tmp_path / "p", models={"train_custom": brightness_model(+1)}, classes=("night", "day"))
+    Image.new("RGB", (20, 20), (220, 220, 220)).save(root / "bright.png")
+    Image.new("RGB", (20, 20), (30, 30, 30)).save(root / "dark.png")
+    run = predict(root, "bright.png", "dark.png", "--model", "train_custom")
+    assert run.returncode == 0, run.stderr
+    assert [row.split("\t")[::2] for row in run.stdout.splitlines()] == [["bright.png", "day"], ["dark.png", "night"]]
+    assert "columns: file, P(day), label (day when P >= 0.5, else night)" in run.stderr
+    run = predict(root, "bright.png", "--model", "train_custom", "--json")
+    assert json.loads(run.stdout)["positive_class"] == "day" and json.loads(run.stdout)["label"] == "day"
+
+
+def test_a_missing_classes_file_says_how_to_get_it(tmp_path):
+    root = project(tmp_path / "p", models={"train_custom": brightness_model(+1)}, classes=None)
+    Image.new("RGB", (20, 20)).save(root / "img.png")
+    run = predict(root, "img.png", "--model", "train_custom")
+    assert run.returncode == 2
+    assert run.stderr.strip() == ("error: data/split/classes.json not found (it names the two classes): "
+                                  "run `dvc pull` or `dvc repro split`")
+    assert run.stdout == ""
+    (root / CLASSES_FILE).parent.mkdir(parents=True)
+    (root / CLASSES_FILE).write_text('{"classes": ["cat"]}')
+    run = predict(root, "img.png", "--model", "train_custom")
+    assert run.returncode == 2
+    assert run.stderr.strip().startswith("error: data/split/classes.json does not name two classes (IndexError")
+    assert "Traceback" not in run.stderr
 
 
 def test_unknown_model_is_a_usage_error(trained):

@@ -100,5 +100,6 @@ def test_predict_on_real_photos(project):
         position = {f: i for i, f in enumerate(test["files"])}
         images = test["images"][[position[p.name] for p in photos]]
     expected = model.predict(images.astype(np.float32), verbose=0).reshape(-1)
-    np.testing.assert_allclose([a["p_dog"] for a in answers], expected, atol=2e-6)
+    np.testing.assert_allclose([a["p_positive"] for a in answers], expected, atol=2e-6)
+    assert all(a["positive_class"] == "dog" for a in answers)
     assert [a["label"] for a in answers] == ["dog" if p >= 0.5 else "cat" for p in expected]

@@ -93,15 +93,47 @@ def test_saved_models_take_raw_pixels_and_reload_safely(tmp_path):
     assert not any(layer.trainable_weights for layer in again.layers if layer.name.startswith("block"))
 
 
-def test_imagenet_preprocessing_matches_keras():
+def preprocessing_model(mode: str):
     import keras
 
-    from stages.lib.models import VGG16Preprocessing
+    from stages.lib import models
 
-    x = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
-    expected = keras.applications.vgg16.preprocess_input(x.copy())
-    np.testing.assert_allclose(VGG16Preprocessing("imagenet")(x).numpy(), expected, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(VGG16Preprocessing("rescale")(x).numpy(), x / 255, rtol=1e-6)
+    inputs = keras.Input((8, 8, 3))
+    return keras.Model(inputs, models.vgg16_preprocessing(inputs, mode))
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_vgg16_preprocessing_layers_equal_keras_preprocess_input(precision):
+    """The preprocessing made of Keras layers is keras.applications.vgg16.preprocess_input
+    (`imagenet`: RGB to BGR minus the ImageNet mean) and x / 255 (`rescale`), on random
+    pixels; under mixed_bfloat16 it computes in bfloat16, as the same arithmetic does there."""
+    import keras
+    import tensorflow as tf
+
+    from stages.lib.models import IMAGENET_MEAN_BGR
+
+    x = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype(np.float32)
+    x[0, 0, :2] = (0, 0, 0), (255, 255, 255)
+    if precision == "float32":
+        expected = {"imagenet": keras.applications.vgg16.preprocess_input(x.copy()), "rescale": x / 255}
+    else:
+        pixels = tf.cast(x, tf.bfloat16)
+        expected = {"imagenet": pixels[..., ::-1] - tf.constant(IMAGENET_MEAN_BGR, tf.bfloat16),
+                    "rescale": pixels * tf.constant(1 / 255, tf.bfloat16)}
+    try:
+        keras.mixed_precision.set_dtype_policy(precision)
+        for mode in ("imagenet", "rescale"):
+            model = preprocessing_model(mode)
+            got = model(x)
+            assert got.dtype.name == ("float32" if precision == "float32" else "bfloat16"), mode
+            np.testing.assert_allclose(np.asarray(tf.cast(got, tf.float32)),
+                                       np.asarray(tf.cast(expected[mode], tf.float32)), rtol=0, atol=1e-4,
+                                       err_msg=mode)
+            assert not model.trainable_weights, f"{mode}: the preprocessing must never train"
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    with pytest.raises(ValueError, match="must be one of .'imagenet', 'rescale'., got 'caffe'"):
+        preprocessing_model("caffe")
 
 
 def inverted_toy_run(tmp_path, monkeypatch, epochs: int):

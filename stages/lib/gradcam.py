@@ -5,9 +5,10 @@ et al. 2017): take the activation of the last convolutional layer, weight each c
 the mean gradient of the class score with respect to it, sum the channels, keep the
 positive part, upsample to the image and scale to [0, 1].
 
-The class score is the log-odds of the class the heatmap explains: z for dog and -z for
-cat, z being the input of the final sigmoid (P(dog) = sigmoid(z)). Its gradient points the
-same way as the gradient of P(dog), or of 1 - P(dog), scaled per image by P(1 - P) > 0,
+The class score is the log-odds of the class the heatmap explains: z for the positive
+class (label 1) and -z for the negative one, z being the input of the final sigmoid
+(P(positive) = sigmoid(z)). Its gradient points the same way as the gradient of
+P(positive), or of 1 - P(positive), scaled per image by P(1 - P) > 0,
 which the per-image normalisation removes; but it does not vanish when the sigmoid
 saturates, and the most instructive errors are the ones made at P = 1.000.
 
@@ -69,13 +70,13 @@ def grad_cam(
     classes: np.ndarray | None = None,
     batch_size: int = 32,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Heatmaps of `model` (raw pixels in, P(dog) of shape (N, 1) out) on `images` (N, H, W, 3).
+    """Heatmaps of `model` (raw pixels in, P(positive) of shape (N, 1) out) on `images` (N, H, W, 3).
 
     layer_name: the convolutional layer to explain (default: the last one).
-    classes: per image the class to explain, 0 cat or 1 dog (default: the predicted one,
-        dog when P(dog) >= THRESHOLD as in `evaluate`).
+    classes: per image the class to explain, 0 negative or 1 positive (default: the
+        predicted one, positive when P(positive) >= THRESHOLD as in `evaluate`).
     Returns (heatmaps (N, H, W) float32 in [0, 1], each scaled to its own maximum, all zero
-    where no location speaks for the class; P(dog) (N,) from the same forward pass).
+    where no location speaks for the class; P(positive) (N,) from the same forward pass).
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
@@ -90,14 +91,14 @@ def grad_cam(
                          + ", ".join(n for n, layer in zip(names, chain) if isinstance(layer, CONV_LAYERS)))
     cut = names.index(layer_name) + 1
     _check_is_chain(model, chain, tf.convert_to_tensor(images[:1], dtype=tf.float32))
-    heatmaps, p_dog = [], []
+    heatmaps, p_positive = [], []
     for start in range(0, len(images), batch_size):
         batch = tf.convert_to_tensor(images[start:start + batch_size], dtype=tf.float32)
         wanted = None if classes is None else np.asarray(classes[start:start + batch_size])
         cam, p = _batch_grad_cam(chain[:cut], chain[cut:], batch, wanted)
         heatmaps.append(cam)
-        p_dog.append(p)
-    return np.concatenate(heatmaps), np.concatenate(p_dog)
+        p_positive.append(p)
+    return np.concatenate(heatmaps), np.concatenate(p_positive)
 
 
 def _run(layers, x):
@@ -112,7 +113,7 @@ def _batch_grad_cam(head, tail, batch, classes):
         tape.watch(activation)
         out = tf.reshape(tf.cast(_run(tail, activation), tf.float32), [-1])
     p = tf.sigmoid(out) if gives_logit else out
-    # The explained class: dog -> z (or P), cat -> -z (or 1 - P); constants don't matter.
+    # The explained class: positive -> z (or P), negative -> -z (or 1 - P); constants don't matter.
     sign = np.where((p.numpy() >= THRESHOLD) if classes is None else (classes == 1), 1.0, -1.0).astype(np.float32)
     grads = tf.cast(tape.gradient(out, activation), tf.float32) * sign[:, None, None, None]
     # One gradient call for the whole batch is exact: image i's score depends only on

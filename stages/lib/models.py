@@ -1,43 +1,53 @@
-"""The study's models. Every saved model takes raw RGB pixels (0-255) and returns P(dog):
-preprocessing is a layer inside the model, augmentation happens in the input pipeline,
-so evaluation and users feed all models the same way."""
+"""The study's models. Every saved model takes raw RGB pixels (0-255) and returns
+P(positive class) (label 1; the class names are in data/split/classes.json): preprocessing
+is made of Keras layers inside the model, augmentation happens in the input pipeline, so
+evaluation and users feed all models the same way, and plain keras.models.load_model
+loads them without this project's code."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import keras
-from keras import layers, ops
+import numpy as np
+from keras import layers
 
 from stages.lib.params import UserError
 
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
+PREPROCESSING_MODES = ("imagenet", "rescale")
+PREPROCESSING_LAYER = "vgg16_preprocessing"
+# The name of every model's output layer: P(positive class), label 1 (data/split/classes.json).
+OUTPUT_LAYER = "p_positive"
 
 
-@keras.saving.register_keras_serializable(package="catsdogs")
-class VGG16Preprocessing(layers.Layer):
-    """`imagenet`: RGB to BGR minus the ImageNet mean, as VGG16 was trained
-    (keras.applications.vgg16.preprocess_input); `rescale`: RGB/255, as Chollet fed it."""
-
-    def __init__(self, mode: str = "imagenet", **kwargs):
-        super().__init__(**kwargs)
-        if mode not in ("imagenet", "rescale"):
-            raise ValueError(f"VGG16Preprocessing mode must be imagenet or rescale, got {mode!r}")
-        self.mode = mode
-
-    def call(self, x):
-        x = ops.cast(x, self.compute_dtype)
-        if self.mode == "rescale":
-            return x / 255.0
-        return ops.flip(x, axis=-1) - ops.convert_to_tensor(IMAGENET_MEAN_BGR, dtype=self.compute_dtype)
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
+# The preprocessing is made of Keras's own layers, so a saved model loads with a plain
+# keras.models.load_model in any process, with no class of this project to import or register.
+# `imagenet` (keras.applications.vgg16.preprocess_input: RGB to BGR, minus the ImageNet mean)
+# is a fixed, non-trainable 1x1 Conv2D whose kernel is the channel permutation and whose bias
+# is minus the BGR mean. Rather than folding the flip into block1_conv1's kernel: the conv base
+# stays exactly the VGG16 weights file and the preprocessing stays one layer of the chain
+# before it, where the bank split, Grad-CAM and `unfreeze` expect it; Normalization or
+# Rescaling with per-channel arrays cannot swap channels. With a 0/1 kernel the convolution
+# is exact in float32 (x * 1 + 0 + 0), and under mixed_bfloat16 it computes in bfloat16 as
+# the former hand-written layer did. `rescale` (x / 255, as Chollet fed VGG16) is Rescaling.
+def vgg16_preprocessing(x, mode: str):
+    """Apply VGG16's preprocessing (`imagenet` or `rescale`) to raw RGB pixels x (0-255)."""
+    if mode == "rescale":
+        return layers.Rescaling(1.0 / 255, name=PREPROCESSING_LAYER)(x)
+    if mode != "imagenet":
+        raise ValueError(f"vgg16 preprocessing mode must be one of {PREPROCESSING_MODES}, got {mode!r}")
+    to_bgr = layers.Conv2D(3, 1, trainable=False, name=PREPROCESSING_LAYER)
+    y = to_bgr(x)
+    # kernel[0, 0, i, o] = 1 where output channel o is input channel 2 - i: RGB -> BGR
+    to_bgr.set_weights([np.eye(3, dtype="float32")[::-1].reshape(1, 1, 3, 3),
+                        -np.asarray(IMAGENET_MEAN_BGR, dtype="float32")])
+    return y
 
 
 def sigmoid_output(x):
     # The last layer and the loss stay float32 under mixed precision (numerically safe).
-    return layers.Dense(1, activation="sigmoid", dtype="float32", name="p_dog")(x)
+    return layers.Dense(1, activation="sigmoid", dtype="float32", name=OUTPUT_LAYER)(x)
 
 
 def custom_convnet(image_size: int, dropout: float) -> keras.Model:
@@ -85,10 +95,14 @@ def unfreeze(model: keras.Model, names: list[str]) -> None:
     """Make exactly the named layers trainable (everything else frozen)."""
     with_weights = [layer.name for layer in model.layers if layer.weights]
     for name in names:
-        if name not in with_weights:
+        if name == PREPROCESSING_LAYER:  # its weights are the fixed BGR flip and mean: never trained
+            what = "is the fixed preprocessing (nothing to train)"
+        elif name in with_weights:
+            continue
+        else:
             what = "has no weights (nothing to train)" if any(l.name == name for l in model.layers) else "does not exist"
-            raise UserError(f"finetune.unfreeze: layer {name!r} {what}; layers with weights are "
-                            f"{', '.join(n for n in with_weights if n.startswith('block'))}")
+        raise UserError(f"finetune.unfreeze: layer {name!r} {what}; layers with weights are "
+                        f"{', '.join(n for n in with_weights if n.startswith('block'))}")
     head = False
     for layer in model.layers:
         head = head or layer.name == "flatten"
@@ -99,7 +113,7 @@ def split_frozen_prefix(model: keras.Model) -> tuple[keras.Model | None, keras.M
     """Cut a chain model before its first layer with trainable weights.
 
     Returns (prefix, suffix): prefix maps the model's input to the last frozen activation,
-    suffix maps that activation to P(dog) with the same layer objects, so training the
+    suffix maps that activation to P(positive) with the same layer objects, so training the
     suffix trains the model. suffix(prefix(x)) == model(x). prefix is None when the first
     layer is already trainable (then suffix is `model` itself).
     """
@@ -144,7 +158,7 @@ def _vgg16_chain(conv_base: keras.Model, preprocessing: str):
     """(input, output) of raw pixels -> preprocessing -> the conv base's own layers, applied
     one by one so the result is a flat chain that can be cut anywhere."""
     inputs = keras.Input(conv_base.input_shape[1:], name="image")
-    x = VGG16Preprocessing(preprocessing, name="vgg16_preprocessing")(inputs)
+    x = vgg16_preprocessing(inputs, preprocessing)
     for layer in conv_base.layers[1:]:
         x = layer(x)
     return inputs, x

@@ -108,7 +108,8 @@ class ModelSpec:
     phase: int  # 1: small convnet from scratch, 2: VGG16 pre-trained on ImageNet
 
 
-# Every saved model takes raw RGB pixels (0-255, image_size square) and returns P(dog).
+# Every saved model takes raw RGB pixels (0-255, image_size square) and returns P(positive
+# class), label 1 in CLASSES_FILE.
 MODELS = (
     ModelSpec("train_custom", "small convnet", 1),
     ModelSpec("train_custom_aug", "+ dropout and augmentation", 1),
@@ -132,8 +133,9 @@ def artifacts() -> dict[str, dict]:
         m.stage: {
             "path": model_file(m.stage).as_posix(),
             "type": "model",
-            "desc": f"Cats vs. dogs, trained by stage {m.stage} ({m.description}): Keras 3, RGB pixels in, P(dog) out",
-            "labels": ["cats-vs-dogs", "keras", "small-convnet" if m.phase == 1 else "vgg16"],
+            "desc": (f"Binary image classifier trained by stage {m.stage} ({m.description}): Keras 3, "
+                     f"RGB pixels 0-255 in, P(positive class) out; the class names are in {CLASSES_FILE.as_posix()}"),
+            "labels": ["image-classification", "keras", "small-convnet" if m.phase == 1 else "vgg16"],
         }
         for m in MODELS
     }

@@ -1,4 +1,4 @@
-"""Is it a cat or a dog? The study's trained models on your own photos.
+"""Which of the study's two classes is it? The trained models on your own photos.
 
     python -m stages.tools.predict PATH... [--model NAME] [--json]
 
@@ -8,9 +8,12 @@ PATH: image files, or folders searched recursively for image files by name (.jpg
     photos/tom.jpg	0.0213	cat
     photos/notes.txt	-	error: not an image (Pillow cannot identify it)
 
-tab-separated: the file, P(dog) and the label (dog when P(dog) >= 0.5, as `evaluate`
-counts), or `-` and why the file could not be read. With --json, one JSON object per line
-(JSON Lines) with the keys file, model, p_dog, label, error (null where not applicable).
+tab-separated: the file, P(positive class) and the label (the positive class when
+P >= 0.5, as `evaluate` counts, else the negative one), or `-` and why the file could not
+be read. The class names are the study's, from data/split/classes.json (negative, positive;
+above: cat, dog), and stderr names the column, e.g. `P(dog)`. With --json, one JSON object
+per line (JSON Lines) with the keys, always all and in this order, file, model,
+positive_class, p_positive, label, error (null where not applicable).
 
 Each image is decoded exactly as the pipeline decodes its data (stages/lib/images.py: EXIF
 rotation, alpha on white, CMYK and 16-bit to 8-bit RGB, resized to params.yaml
@@ -22,7 +25,7 @@ the test split, like any other choice in the study. Run from the project root, a
 `dvc repro` or `dvc pull`; nothing is downloaded.
 
 Exit code: 0 when every file was read, 1 when any was not, 2 for a usage error (no trained
-models, unknown --model, bad params.yaml).
+models, unknown --model, no data/split/classes.json, bad params.yaml).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from PIL import Image
 
 from stages.lib.params import UserError, load_params, run_stage
 from stages.lib.images import FORMATS, check_image, decode_resized
-from stages.lib.study import CLASSES, MODEL_NAMES, THRESHOLD, kept_val_accuracy, metrics_file, model_file
+from stages.lib.study import (CLASSES_FILE, MODEL_NAMES, THRESHOLD, kept_val_accuracy, metrics_file, model_file,
+                              read_classes)
 
 CHUNK = 64  # images decoded and predicted at a time: bounded memory for large folders
 # File names a folder search takes: those Pillow reads in a format the pipeline accepts.
@@ -50,7 +54,7 @@ NOT_FOUND_HINT = "run `dvc repro` or `dvc pull`"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m stages.tools.predict",
-        description="P(dog) of image files with one of the study's trained models.",
+        description="P(positive class) of image files with one of the study's trained models.",
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders (recursive)")
     parser.add_argument("--model", help=f"one of {', '.join(MODEL_NAMES)} (default: best validation accuracy)")
@@ -90,6 +94,19 @@ def choose_model(requested: str | None) -> tuple[str, str]:
     # max() keeps the first of equals: ties go to the earlier, simpler model.
     accuracy, name = max(scored, key=lambda pair: pair[0])
     return name, f"best validation accuracy {accuracy:.3f} ({metrics_file(name)}); --model to choose another"
+
+
+def class_names() -> tuple[str, str]:
+    """(negative, positive): the study's classes, as `split` wrote them."""
+    try:
+        negative, positive = read_classes(CLASSES_FILE)
+    except FileNotFoundError:
+        raise UserError(f"{CLASSES_FILE} not found (it names the two classes): run `dvc pull` or "
+                        "`dvc repro split`") from None
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise UserError(f"{CLASSES_FILE} does not name two classes ({type(e).__name__}: {e}): "
+                        "run `dvc pull` or `dvc repro split`") from None
+    return negative, positive
 
 
 # ---------------------------------------------------------------- which files
@@ -133,7 +150,7 @@ def chunks(files: list[Path], size: int) -> Iterator[list[tuple[Path, np.ndarray
 
 def load_predictor(name: str, image_size: int):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter short
-    from stages.lib import models  # registers VGG16Preprocessing before loading
+    from stages.lib import models
 
     path = model_file(name)
     try:
@@ -146,19 +163,22 @@ def load_predictor(name: str, image_size: int):
     return model
 
 
-def line(path: Path, model: str, p_dog: float | None, error: str | None, as_json: bool) -> str:
-    label = None if p_dog is None else CLASSES[int(p_dog >= THRESHOLD)]
+def line(path: Path, model: str, classes: tuple[str, str], p_positive: float | None, error: str | None,
+         as_json: bool) -> str:
+    label = None if p_positive is None else classes[int(p_positive >= THRESHOLD)]
     if as_json:
-        p = None if p_dog is None else round(p_dog, 6)
-        return json.dumps({"file": str(path), "model": model, "p_dog": p, "label": label, "error": error})
+        p = None if p_positive is None else round(p_positive, 6)
+        return json.dumps({"file": str(path), "model": model, "positive_class": classes[1], "p_positive": p,
+                           "label": label, "error": error})
     if error is not None:
         return f"{path}\t-\terror: {error}"
-    return f"{path}\t{p_dog:.4f}\t{label}"
+    return f"{path}\t{p_positive:.4f}\t{label}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     name, why = choose_model(args.model)
+    classes = class_names()
     image_size = load_params("split")["split"]["image_size"]
     files, skipped = image_files(args.paths)
     if skipped:
@@ -167,15 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         raise UserError(f"no image files in {', '.join(map(str, args.paths))}")
     model = load_predictor(name, image_size)
-    print(f"model: {name} ({why})", file=sys.stderr)
+    print(f"model: {name} ({why}); columns: file, P({classes[1]}), label ({classes[1]} when P >= {THRESHOLD}, "
+          f"else {classes[0]})", file=sys.stderr)
 
     failed = 0
     for chunk in chunks(files, image_size):
         readable = [image for _, image, _ in chunk if image is not None]
-        p_dog = iter(model.predict(np.stack(readable), verbose=0).reshape(-1).tolist() if readable else [])
+        p_positive = iter(model.predict(np.stack(readable), verbose=0).reshape(-1).tolist() if readable else [])
         for path, image, error in chunk:
             failed += error is not None
-            print(line(path, name, None if error else next(p_dog), error, args.json), flush=True)
+            print(line(path, name, classes, None if error else next(p_positive), error, args.json), flush=True)
     if failed:
         print(f"{failed} of {len(files)} file(s) could not be read", file=sys.stderr)
     return 1 if failed else 0
