@@ -22,9 +22,10 @@ stops the stage with one line giving the counts per class.
 It also writes the extended test set, data/split/arrays/extended.npz: the usable images
 left over after the three splits (after the duplicate rule), at most
 `split.extended_per_class` per class, taken in the split's order (the next ids, or the
-next of the seeded shuffle). Only `evaluate` reads it, to score the models on more
-images than the test split holds; it is never used for any choice. It is written even
-when empty (shape (0, S, S, 3)), so the path `evaluate` depends on always exists."""
+next of the seeded shuffle); from a source with its own split, what train/ has left. Only
+`evaluate` reads it, to score the models on more images than the test split holds; it is
+never used for any choice. It is written even when empty (shape (0, S, S, 3)), so the path
+`evaluate` depends on always exists."""
 
 from __future__ import annotations
 
