@@ -110,7 +110,7 @@ def split_counts(metrics_dir: Path) -> dict[str, int]:
     split = read_json(metrics_dir / "split.json")
     if not split:
         raise SystemExit(f"error: {metrics_dir / 'split.json'} not found: the benchmark needs a finished `split` stage")
-    return {name: split[f"{name}_cats"] + split[f"{name}_dogs"] for name in ("train", "validation", "test")}
+    return {name: sum(split[name].values()) for name in ("train", "validation", "test")}  # images of both classes
 
 
 # ---------------------------------------------------------------- models and their FLOPs

@@ -2,6 +2,18 @@
 `data/raw/` (normalised names, bytes unchanged), its manifest and rejected list, and
 `data/weights/vgg16_notop.weights.h5`. The only stage that may touch the network.
 
+Layouts, read in this order:
+- Kaggle names (`cat.12.jpg`) or PetImages folders (`Cat/12.jpg`) anywhere in the tree: the
+  labels are cat and dog, the ids come from the names (exactly as before other classes).
+- Otherwise, after descending through a lone wrapper folder (`hymenoptera_data/`): two class
+  folders with any names (label = folder name), or split folders `train/`, `val/` or
+  `validation/` and optionally `test/`, each holding the same two class folders (the manifest
+  then records each image's `source_split`). Files may have any name and extension, or none:
+  content decides. Ids are each class's rank by relative path, so `split.order: id` is
+  deterministic; raw files are named `<stem>.<id><ext>` with a stem safe on any file system
+  (images.file_stems). Three classes, one, class folders that differ between splits, or split
+  folders beside other folders stop the stage with one line.
+
 `download.source` may list several sources: they are tried in order and the first that
 yields usable images wins. Work happens in `data/.download-*`, removed on success, failure,
 Ctrl-C and SIGTERM; a rerun removes what a killed (SIGKILL) run left.
@@ -12,13 +24,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import unicodedata
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
 from stages.lib.params import UserError, load_params, run_stage
-from stages.lib.images import FORMATS, check_image, parse_name, sha256_file
+from stages.lib.images import FORMATS, check_image, file_stems, parse_name, sha256_file
 from stages.lib.outputs import atomic_dir, atomic_path, remove_leftovers, write_csv, write_json
 from stages.lib.sources import OFFLINE_HINT, convert_vgg16_weights, materialize_images, materialize_weights
 from stages.lib.study import RAW_DIR, WEIGHTS_FILE, metrics_file
@@ -26,6 +39,10 @@ from stages.lib.study import RAW_DIR, WEIGHTS_FILE, metrics_file
 METRICS_FILE = metrics_file("download")
 WORK_PREFIX = ".download-"  # data/.download-XXXX: this stage's temporary folder
 SYSTEM_FILES = {"Thumbs.db", ".DS_Store", "desktop.ini"}
+# A source's own split folders (lower-cased) and the split each one is read as by `split`:
+# val/ is "val" whatever `split` later makes of it (test, or validation beside a test/).
+SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+COLUMNS = ["path", "file", "label", "id", "sha256", "format", "mode", "width", "height", "bytes"]
 
 
 def inspect(path: Path) -> dict:
@@ -50,6 +67,17 @@ def inspect(path: Path) -> dict:
         "height": info.height,
         "bytes": path.stat().st_size,
     }
+
+
+def inspect_labelled(path: Path) -> dict:
+    """inspect() for a file whose label its class folder gives: only the content is checked."""
+    if path.name in SYSTEM_FILES or path.name.startswith("._"):
+        return {"path": str(path), "reason": "system file, not an image"}
+    info, reason = check_image(path)
+    if reason:
+        return {"path": str(path), "reason": reason}
+    return {"path": str(path), "sha256": sha256_file(path), "format": info.format, "mode": info.mode,
+            "width": info.width, "height": info.height, "bytes": path.stat().st_size}
 
 
 def list_files(root: Path) -> tuple[list[Path], list[dict]]:
@@ -82,10 +110,22 @@ def list_files(root: Path) -> tuple[list[Path], list[dict]]:
 def scan(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Check every file under root; return (accepted, rejected) tables."""
     files, unreadable = list_files(root)
+    if any(parse_name(f) for f in files):
+        manifest, rejected = scan_named(files, unreadable)
+    else:
+        manifest, rejected = scan_class_folders(root, files, unreadable)
+    rejected = pd.DataFrame(rejected, columns=["path", "reason"]).sort_values("path")
+    for table in (manifest, rejected):
+        table["path"] = table["path"].map(lambda p: os.path.relpath(p, root))
+    return manifest, rejected
+
+
+def scan_named(files: list[Path], rejected: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
+    """Kaggle and PetImages names: label and id from each name."""
     with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
         rows = list(pool.map(inspect, files, chunksize=64))
     accepted = [r for r in rows if "reason" not in r]
-    rejected = unreadable + [r for r in rows if "reason" in r]
+    rejected = rejected + [r for r in rows if "reason" in r]
     # Two files for one (label, id), e.g. cat.1.jpg beside Cat/1.jpg: keep the first by path.
     seen: set[tuple[str, int]] = set()
     unique = []
@@ -96,12 +136,91 @@ def scan(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         else:
             seen.add(key)
             unique.append(r)
-    manifest = pd.DataFrame(unique, columns=["path", "file", "label", "id", "sha256", "format", "mode", "width", "height", "bytes"])
-    manifest = manifest.sort_values(["label", "id"]).reset_index(drop=True)
-    rejected = pd.DataFrame(rejected, columns=["path", "reason"]).sort_values("path")
-    for table in (manifest, rejected):
-        table["path"] = table["path"].map(lambda p: os.path.relpath(p, root))
-    return manifest, rejected
+    manifest = pd.DataFrame(unique, columns=COLUMNS)
+    return manifest.sort_values(["label", "id"]).reset_index(drop=True), rejected
+
+
+def subfolders(folder: Path) -> list[str]:
+    """The folders in `folder` that can be a class or a split (hidden ones and macOS's
+    __MACOSX cannot), sorted."""
+    return sorted(d.name for d in folder.iterdir()
+                  if d.is_dir() and not d.is_symlink() and not d.name.startswith(".") and d.name != "__MACOSX")
+
+
+def image_root(root: Path) -> Path:
+    """root, or the folder inside a chain of lone wrapper folders (a zip often holds one).
+    A lone folder without folders in it is a class (one too few), not a wrapper."""
+    while (len(folders := subfolders(root)) == 1 and folders[0].lower() not in SPLIT_FOLDERS
+           and subfolders(root / folders[0])):
+        root = root / folders[0]
+    return root
+
+
+def class_layout(root: Path, source: Path) -> dict[Path, tuple[str, str | None]]:
+    """{class folder: (label, source split or None)}; a UserError names what cannot be read."""
+    folders = subfolders(root)
+    splits = [f for f in folders if f.lower() in SPLIT_FOLDERS]
+    where = f"in {source}" if root == source else f"in {source} (under {root.relative_to(source)})"
+    if not folders:  # no folders at all: every file is rejected and the source yields no images
+        return {}
+    if not splits:
+        two_classes(folders, where)
+        return {root / f: (unicodedata.normalize("NFC", f), None) for f in folders}
+    others = [f for f in folders if f not in splits]
+    if others:
+        raise UserError(f"download.source: split folders ({', '.join(splits)}) beside other folders "
+                        f"({', '.join(others)}) {where}: use either class folders or split folders holding them")
+    kinds = [SPLIT_FOLDERS[f.lower()] for f in splits]
+    if len(set(kinds)) < len(kinds):
+        raise UserError(f"download.source: split folders {', '.join(splits)} {where} name one split twice; keep one of them")
+    if "train" not in kinds or len(kinds) < 2:
+        raise UserError(f"download.source: split folders {', '.join(splits)} {where}: a source's own split needs "
+                        "train/ and val/ (or validation/ or test/) beside it")
+    classes = {f: subfolders(root / f) for f in splits}
+    if len({tuple(c) for c in classes.values()}) > 1:
+        found = "; ".join(f"{f}/ has {', '.join(c) or 'none'}" for f, c in classes.items())
+        raise UserError(f"download.source: the class folders differ between splits {where}: {found}")
+    two_classes(classes[splits[0]], where)
+    return {root / s / f: (unicodedata.normalize("NFC", f), SPLIT_FOLDERS[s.lower()]) for s in splits for f in classes[s]}
+
+
+def two_classes(folders: list[str], where: str) -> None:
+    if len(folders) != 2:
+        found = f"{len(folders)} class folder{'s' * (len(folders) > 1)} ({', '.join(folders)})"
+        raise UserError(f"download.source: found {found} {where}, and no Kaggle (cat.N.jpg) or PetImages "
+                        "(Cat/N.jpg) names; the study needs exactly two classes, one folder each")
+
+
+def scan_class_folders(source: Path, files: list[Path], rejected: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
+    """Class folders (perhaps inside split folders): label from the folder, id by path."""
+    layout = class_layout(image_root(source), source)
+    labelled, where = [], []
+    for f in files:
+        found = next(((folder, *v) for folder, v in layout.items() if f.is_relative_to(folder)), None)
+        if found is None:
+            reason = ("outside the class folders" if layout else
+                      "name is neither cat.N.jpg / dog.N.jpg nor Cat/N.jpg / Dog/N.jpg, and not in a class folder")
+            rejected.append({"path": str(f), "reason": reason})
+        else:
+            labelled.append(f)
+            where.append(found)
+    with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+        rows = list(pool.map(inspect_labelled, labelled, chunksize=64))
+    stems = file_stems({label for label, _ in layout.values()})
+    accepted = []
+    for row, (_, label, split) in zip(rows, where):
+        if "reason" in row:
+            rejected.append(row)
+        else:
+            accepted.append({**row, "label": label, **({"source_split": split} if split else {}),
+                             "rank_key": os.path.relpath(row["path"], source)})
+    columns = COLUMNS + (["source_split"] if any(split for _, split in layout.values()) else [])
+    manifest = pd.DataFrame(accepted, columns=columns + ["rank_key"])
+    manifest = manifest.sort_values(["label", "rank_key"]).reset_index(drop=True)
+    manifest["id"] = manifest.groupby("label").cumcount()
+    manifest["file"] = [f"{stems[label]}.{i}{FORMATS[fmt]}" for label, i, fmt in
+                        zip(manifest["label"], manifest["id"], manifest["format"])]
+    return manifest[columns], rejected
 
 
 def remove_leftovers_of_killed_runs() -> None:
@@ -123,7 +242,7 @@ def first_usable_source(sources: list[str], work: Path) -> tuple[str, Path, pd.D
             manifest, rejected = scan(image_root)
             if manifest.empty:
                 raise UserError(
-                    f"download.source: no usable cat/dog images found in {source} ({len(rejected)} files rejected)"
+                    f"download.source: no usable images found in {source} ({len(rejected)} files rejected)"
                 )
             if len(sources) > 1:
                 print(f"download: using source {n} of {len(sources)}: {source}")
@@ -162,9 +281,7 @@ def main() -> None:
     write_json(
         METRICS_FILE,
         {
-            "images": int(len(manifest)),
-            "cats": int(counts.get("cat", 0)),
-            "dogs": int(counts.get("dog", 0)),
+            "images": {label: int(counts[label]) for label in sorted(counts.index)},
             "rejected": int(len(rejected)),
             "bytes": int(manifest["bytes"].sum()),
         },

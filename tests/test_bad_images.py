@@ -217,16 +217,19 @@ def test_random_corruption_never_escapes_check_image(tmp_path):
 
 def test_too_few_valid_images_stops_split_with_counts(dirty, scanned):
     manifest, rejected = scanned
-    kept, _ = split.deduplicate(manifest)
-    cfg = {"train_per_class": 1000, "val_per_class": 500, "test_per_class": 500, "order": "id", "seed": 0}
+    classes = ("cat", "dog")
+    kept, _ = split.deduplicate(manifest, classes)
+    cfg = {"train_per_class": 1000, "val_per_class": 500, "test_per_class": 500, "order": "id", "seed": 0,
+           "extended_per_class": 0}
     with pytest.raises(UserError) as err:
-        split.assign(kept, cfg, len(rejected))
-    n_cats = int((kept["label"] == "cat").sum())
+        split.plan(kept, classes, cfg, len(rejected))
+    n_cats, n_dogs = (int((kept["label"] == c).sum()) for c in classes)
     assert str(err.value) == (
-        f"split needs 2000 cats (1000 train + 500 validation + 500 test), {n_cats} valid found; "
-        f"{len(rejected)} files rejected, see data/raw/rejected.csv"
+        f"split needs 2000 cat images (1000 train + 500 validation + 500 test), {n_cats} valid found "
+        f"(per class: cat {n_cats}, dog {n_dogs}); {len(rejected)} files rejected, see data/raw/rejected.csv; "
+        "fewer per class, or fractions of each class (e.g. split.train_per_class: 0.5), fit any size"
     )
-    # The empty Dog/ folder: enough cats asked for, zero dogs found.
+    # The empty Dog/ folder: enough cats asked for, too few dogs found.
     small = {**cfg, "train_per_class": 1, "val_per_class": 1, "test_per_class": 1}
-    with pytest.raises(UserError, match=r"^split needs 3 dogs \(1 train \+ 1 validation \+ 1 test\), 1 valid found"):
-        split.assign(kept, small, len(rejected))
+    with pytest.raises(UserError, match=r"^split needs 3 dog images \(1 train \+ 1 validation \+ 1 test\), 1 valid found"):
+        split.plan(kept, classes, small, len(rejected))

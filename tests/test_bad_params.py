@@ -49,7 +49,16 @@ def test_shipped_params_are_valid():
         ("train_custom", "early_stopping", -1, "train_custom.early_stopping must be an integer >= 0, got -1"),
         ("split", "order", "random", "split.order must be one of id, shuffle, got 'random'"),
         ("split", "image_size", 32, "split.image_size must be an integer in [48, 1024], got 32"),
-        ("split", "train_per_class", None, "split.train_per_class must be a positive integer, got None"),
+        ("split", "train_per_class", None, "split.train_per_class must be a count of images per class (an integer "
+         ">= 1) or a fraction of each class (a number in (0, 1)), got None"),
+        ("split", "val_per_class", 1.0, "split.val_per_class must be a count of images per class (an integer "
+         ">= 1) or a fraction of each class (a number in (0, 1)), got 1.0"),
+        ("split", "test_per_class", 0, "split.test_per_class must be a count of images per class (an integer "
+         ">= 1) or a fraction of each class (a number in (0, 1)), got 0"),
+        ("split", "classes", ["ants"], "split.classes must be null (the data's classes, sorted) or a list of two "
+         "distinct class names, negative first, got ['ants']"),
+        ("split", "classes", ["a", "a"], "split.classes must be null (the data's classes, sorted) or a list of two "
+         "distinct class names, negative first, got ['a', 'a']"),
         ("augmentation", "fill_mode", "mirror",
          "augmentation.fill_mode must be one of nearest, reflect, wrap, constant, got 'mirror'"),
         ("augmentation", "rotation", 400, "augmentation.rotation must be a number in [0, 180], got 400"),

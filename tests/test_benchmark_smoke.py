@@ -185,7 +185,7 @@ def synthetic_study(root: Path) -> None:
     epochs = {"train_custom": (30, 50.0), "train_custom_aug": (160, 55.0), "train_feature_clf": (30, 0.5),
               "train_aug_frozen": (30, 1.2), "finetune": (20, 70.0)}
     metrics = {
-        "split": {f"{s}_{c}": n for s, n in (("train", 1000), ("validation", 500), ("test", 500)) for c in ("cats", "dogs")},
+        "split": {s: {"cat": n, "dog": n} for s, n in (("train", 1000), ("validation", 500), ("test", 500))},
         "extract_features": {"images": 4000, "images_per_second": 10.0, "feature_size": 8192, "bank_images": 4000,
                              "bank_images_per_second": 13.3, "bank_bytes": 414720000, "bank_seconds": 300.0,
                              "wall_seconds": 720.0, **machine},

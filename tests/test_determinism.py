@@ -112,8 +112,9 @@ def test_failing_split_leaves_no_partial_output(raw, tmp_path):
     result = run_module("stages.split", tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip() == (
-        "error: split needs 32 cats (20 train + 6 validation + 6 test), 24 valid found; "
-        "0 files rejected, see data/raw/rejected.csv"
+        "error: split needs 32 cat images (20 train + 6 validation + 6 test), 24 valid found (per class: cat 24, "
+        "dog 24); 0 files rejected, see data/raw/rejected.csv; fewer per class, or fractions of each class "
+        "(e.g. split.train_per_class: 0.5), fit any size"
     )
     assert not (tmp_path / "data/split").exists() and not (tmp_path / "metrics").exists()
     assert leftovers(tmp_path) == []

@@ -49,7 +49,7 @@ def test_download_outputs(project):
     assert all((raw / "images" / f).is_file() for f in manifest["file"])
     assert pd.read_csv(raw / "rejected.csv").empty
     assert (project / "data/weights/vgg16_notop.weights.h5").stat().st_size > 50_000_000
-    assert read_json(project / "metrics/download.json") == {"images": 54, "cats": 27, "dogs": 27, "rejected": 0, "bytes": int(manifest["bytes"].sum())}
+    assert read_json(project / "metrics/download.json") == {"images": {"cat": 27, "dog": 27}, "rejected": 0, "bytes": int(manifest["bytes"].sum())}
 
 
 def test_split_is_chollets_id_order(project):
@@ -67,8 +67,9 @@ def test_split_is_chollets_id_order(project):
             assert arrays["images"].shape == (2 * n, 48, 48, 3) and arrays["images"].dtype == np.uint8
             assert arrays["labels"].tolist() == [0] * n + [1] * n
     split_metrics = read_json(project / "metrics/split.json")
-    assert split_metrics["train_cats"] == 12 and split_metrics["test_dogs"] == 6
-    assert split_metrics["unused_images"] == 6 and split_metrics["extended_images"] == 4
+    assert split_metrics["train"] == {"cat": 12, "dog": 12} and split_metrics["test"] == {"cat": 6, "dog": 6}
+    assert split_metrics["unused_images"] == 6 and split_metrics["extended"] == {"cat": 2, "dog": 2}
+    assert read_json(project / "data/split/classes.json") == {"classes": ["cat", "dog"], "positive": "dog"}
     # The extended test set: the next ids after the test split, capped at 2 per class.
     with np.load(project / "data/split/arrays/extended.npz", allow_pickle=False) as arrays:
         assert arrays["files"].tolist() == ["cat.24.jpg", "cat.25.jpg", "dog.24.jpg", "dog.25.jpg"]

@@ -46,7 +46,7 @@ def test_download_keeps_every_real_photo(project):
         copied = project / "data/raw/images" / row.file
         assert copied.read_bytes() == (SHARED_IMAGES / row.file).read_bytes(), "bytes unchanged"
     metrics = json.loads((project / "metrics/download.json").read_text())
-    assert metrics["images"] == 40 and metrics["cats"] == metrics["dogs"] == 20 and metrics["rejected"] == 0
+    assert metrics["images"] == {"cat": 20, "dog": 20} and metrics["rejected"] == 0
 
 
 def test_split_of_real_photos(project):
@@ -58,7 +58,7 @@ def test_split_of_real_photos(project):
         assert images.shape == (20, 150, 150, 3) and images.dtype == np.uint8
         assert images.std() > 20, "real photos, not blank arrays"
     metrics = json.loads((project / "metrics/split.json").read_text())
-    assert metrics["train_cats"] == 10 and metrics["test_dogs"] == 5
+    assert metrics["train"] == {"cat": 10, "dog": 10} and metrics["test"] == {"cat": 5, "dog": 5}
 
 
 def test_real_weights_converted_and_loadable(project):

@@ -7,10 +7,24 @@ import pandas as pd
 import pytest
 
 from stages.lib.params import UserError
-from stages.split import assign, deduplicate, extended
+from stages import split
 
+CLASSES = ("cat", "dog")
 CFG = {"train_per_class": 3, "val_per_class": 2, "test_per_class": 1, "order": "id", "seed": 1, "image_size": 48,
-       "extended_per_class": 100}
+       "extended_per_class": 100, "classes": None}
+
+
+def deduplicate(manifest):
+    return split.deduplicate(manifest, CLASSES)
+
+
+def assign(manifest, cfg, rejected):
+    """The index: train, validation and test rows."""
+    return split.plan(manifest, CLASSES, cfg, rejected)[0]
+
+
+def extended(manifest, cfg):
+    return split.plan(manifest, CLASSES, cfg, 0)[1]
 
 
 def manifest(n=8, same=()):
@@ -60,7 +74,9 @@ def test_shuffle_is_seeded_and_still_disjoint():
 
 def test_too_few_images_names_the_class_and_the_rejected_list():
     short_of_dogs = manifest(6).query("not (label == 'dog' and id == 0)")
-    with pytest.raises(UserError, match=r"split needs 6 dogs .* 5 valid found; 3 files rejected, see data/raw/rejected.csv"):
+    with pytest.raises(UserError, match=r"split needs 6 dog images \(3 train \+ 2 validation \+ 1 test\), 5 valid "
+                       r"found \(per class: cat 6, dog 5\); 3 files rejected, see data/raw/rejected.csv; fewer per "
+                       r"class, or fractions of each class \(e.g. split.train_per_class: 0.5\), fit any size$"):
         assign(short_of_dogs, CFG, rejected=3)
 
 
@@ -89,3 +105,25 @@ def test_extended_follows_the_shuffle_and_stays_disjoint():
     assert len(extra) == 6 and not set(extra.file) & set(index.file)
     pd.testing.assert_frame_equal(extra, extended(kept, cfg))
     assert extra[extra.label == "cat"].id.tolist() != [6, 7, 8]
+
+
+def test_fractions_take_a_share_of_each_class_rounded_down():
+    frame = manifest(n=10).query("not (label == 'dog' and id >= 5)")  # 10 cats, 5 dogs
+    cfg = {**CFG, "train_per_class": 0.6, "val_per_class": 0.2, "test_per_class": 0.2}
+    counts = assign(frame, cfg, 0).groupby(["split", "label"]).size().to_dict()
+    assert counts == {("train", "cat"): 6, ("train", "dog"): 3, ("validation", "cat"): 2,
+                      ("validation", "dog"): 1, ("test", "cat"): 2, ("test", "dog"): 1}
+    assert extended(frame, cfg).empty
+
+
+def test_a_fraction_that_leaves_a_split_empty_is_one_line():
+    cfg = {**CFG, "val_per_class": 0.05}
+    with pytest.raises(UserError, match=r"^split.val_per_class 0.05 of the 8 cat images is 0 images; every split "
+                                        r"needs at least one per class: use a larger fraction$"):
+        assign(manifest(), cfg, 0)
+
+
+def test_the_same_bytes_under_two_classes_names_them():
+    _, dropped = split.deduplicate(manifest(same=[(("cat", 2), ("dog", 6))]).replace({"cat": "ants", "dog": "bees"}),
+                                   ("ants", "bees"))
+    assert set(dropped.reason) == {"same bytes filed as both ants and bees"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,21 @@ def parse_name(path: Path) -> Labelled | None:
     if m and folder:
         return Labelled(folder, int(m.group(1)))
     return None
+
+
+def file_stems(labels) -> dict[str, str]:
+    """A file-name stem per class name, safe on any file system and in any shell: ASCII
+    letters, digits, `_` and `-` (`Große Ameise` -> `Groe_Ameise`, `蜂` -> `class`);
+    two classes whose stems would clash, even only in case, get `-1`, `-2`.
+    `cat` and `dog` stay themselves, so Kaggle and PetImages files keep their names."""
+    labels = sorted(labels)
+    stems = {}
+    for label in labels:
+        ascii_name = unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode()
+        stems[label] = re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_name).strip("_-") or "class"
+    if len({stem.casefold() for stem in stems.values()}) < len(stems):
+        stems = {label: f"{stem}-{n}" for n, (label, stem) in enumerate(stems.items(), 1)}
+    return stems
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,28 @@ def sources() -> Spec:
     return Spec(check)
 
 
+def count_or_fraction() -> Spec:
+    """Images per class: a count (int >= 1), or a fraction of each class (a float in (0, 1))."""
+
+    def check(v):
+        if _is_int(v) and v >= 1 or isinstance(v, float) and 0 < v < 1:
+            return None
+        return "must be a count of images per class (an integer >= 1) or a fraction of each class (a number in (0, 1))"
+
+    return Spec(check)
+
+
+def class_names() -> Spec:
+    """null (the data's two class names, sorted), or both names: negative first, positive second."""
+
+    def check(v):
+        ok = v is None or (isinstance(v, list) and len(v) == 2 and all(isinstance(s, str) and s for s in v)
+                           and v[0] != v[1])
+        return None if ok else "must be null (the data's classes, sorted) or a list of two distinct class names, negative first"
+
+    return Spec(check)
+
+
 def dropout() -> Spec:
     # A rate of 1 drops every unit: the layer outputs zeros and nothing can learn.
     return number_between(0, 1, hi_open=True)
@@ -137,9 +159,11 @@ VGG16_WITH_HEAD = {**TRAINING, "dense_units": positive_int(), "dropout": dropout
 SCHEMA: dict[str, dict[str, Spec]] = {
     "download": {"source": sources(), "vgg16_weights": non_empty_str()},
     "split": {
-        "train_per_class": positive_int(),
-        "val_per_class": positive_int(),
-        "test_per_class": positive_int(),
+        # a count per class, or a fraction of each class (stratified); see stages/split.py
+        "train_per_class": count_or_fraction(),
+        "val_per_class": count_or_fraction(),
+        "test_per_class": count_or_fraction(),
+        "classes": class_names(),  # null: the data's names, sorted; label 1 is the second
         "order": one_of("id", "shuffle"),
         "seed": non_negative_int(),
         "image_size": int_between(48, 1024),  # the custom convnet needs 48 px
