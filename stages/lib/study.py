@@ -10,7 +10,6 @@ from pathlib import Path
 
 # ---------------------------------------------------------------- classes, splits, decisions
 
-CLASSES = ("cat", "dog")  # TRANSITIONAL: every user moves to read_classes(); removed after the merge
 SPLITS = ("train", "validation", "test")
 # A model names the positive class when P(positive) >= THRESHOLD: in evaluate, the report,
 # predict, the exports and Grad-CAM.
