@@ -103,6 +103,11 @@ class Handler(BaseHTTPRequestHandler):
             elif name in ("/length-abc.bin", "/length-negative.bin"):
                 length = b"abc" if name == "/length-abc.bin" else b"-5"
                 self.raw(b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\nConnection: close\r\n\r\n" + PAYLOAD)
+            elif name == "/drip.zip":  # promises a zip, sends a byte every 50 ms
+                self.raw(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(GOOD_ZIP))
+                for i in range(DRIP_BYTES * 10):
+                    self.raw(GOOD_ZIP[i : i + 1])
+                    time.sleep(0.05)
             elif name == "/big.bin":
                 self.raw(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(PAYLOAD) + PAYLOAD)
             elif name == "/page.h5":  # a login page where the weights were
@@ -266,3 +271,28 @@ def test_download_onto_a_full_disk_stops_before_converting_the_weights(tmp_path,
         assert f"{sources.VGG16_NOTOP_PARAMS * 4 + 4 * 2**20} bytes needed" in lines[0]
         assert sorted(p.name for p in (project / "data").iterdir()) == ["raw", "weights"], "no temporary folder left"
         assert list((project / "data" / "weights").iterdir()) == []
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+
+@pytest.mark.network
+def test_ctrl_c_during_download_is_one_line_and_leaves_nothing(server, tmp_path):
+    write_params(tmp_path, download={"source": f"{server}/drip.zip"})
+    stage = run_stage_process("stages.download", tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while not list(tmp_path.glob("data/.download-*/source-1/source.zip.part")):
+            assert stage.poll() is None, stage.communicate()
+            assert time.monotonic() < deadline, "the download never started"
+            time.sleep(0.05)
+        stage.send_signal(signal.SIGINT)
+        out, err = stage.communicate(timeout=30)
+    finally:
+        if stage.poll() is None:
+            stage.kill()
+    assert stage.returncode == 128 + signal.SIGINT, (out, err)
+    assert err.strip().splitlines() == [
+        "error: download stopped by Ctrl-C (SIGINT); its temporary files were removed, rerun it to finish"
+    ], err
+    assert list((tmp_path / "data").iterdir()) == [], "no .download-* folder and no .part file left"

@@ -9,6 +9,7 @@ TensorFlow.
 from __future__ import annotations
 
 import difflib
+import errno
 import math
 import os
 import signal
@@ -235,17 +236,36 @@ class Terminated(BaseException):
     removes its temporary files, as on Ctrl-C."""
 
 
-def _terminate(signum, frame) -> None:
-    if os.getpid() != _STAGE_PID:
-        # A forked worker process inherited this handler: die as SIGTERM would.
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
+def _in_a_worker(signum) -> bool:
+    """In a forked worker process (which inherited the stage's handlers), die as the signal
+    would, silently: Ctrl-C reaches every process of the terminal's group, and each worker
+    would print its own KeyboardInterrupt traceback."""
+    if os.getpid() == _STAGE_PID:
+        return False
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return True
+
+
+def _stop_workers() -> None:
     import multiprocessing
 
     for child in multiprocessing.active_children():  # pool workers would finish their queue first
         child.terminate()
+
+
+def _terminate(signum, frame) -> None:
+    if _in_a_worker(signum):
+        return
+    _stop_workers()
     raise Terminated
+
+
+def _interrupt(signum, frame) -> None:
+    if _in_a_worker(signum):
+        return
+    _stop_workers()
+    raise KeyboardInterrupt
 
 
 _STAGE_PID = os.getpid()
@@ -254,20 +274,36 @@ _STAGE_PID = os.getpid()
 def run_stage(main: Callable[[], None], *, clean_up_on_sigterm: bool = False) -> None:
     """Run a stage's main(); a UserError becomes one clear line on stderr and exit code 2.
 
+    Ctrl-C (SIGINT) unwinds the stack, so every `finally` removes its temporary files, and
+    ends with one line and code 130 (128 + SIGINT), not a KeyboardInterrupt traceback.
     With `clean_up_on_sigterm`, SIGTERM (what `kill`, a job scheduler or a closing terminal
-    send) unwinds like Ctrl-C, so the stage's temporary files are removed before it exits
-    with one line and code 143 (128 + SIGTERM).
+    send) unwinds the same way and exits with one line and code 143 (128 + SIGTERM).
+    A full disk anywhere is one line naming the file, whichever stage meets it.
     """
     global _STAGE_PID
     stage = Path(sys.argv[0]).stem or "stage"
+    _STAGE_PID = os.getpid()
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when the shell ignores it (nohup, &)
+        signal.signal(signal.SIGINT, _interrupt)
     if clean_up_on_sigterm:
-        _STAGE_PID = os.getpid()
         signal.signal(signal.SIGTERM, _terminate)
+    stopped = "its temporary files were removed, rerun it to finish"
     try:
         main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except Terminated:
-        print(f"error: {stage} stopped by SIGTERM; its temporary files were removed, rerun it to finish", file=sys.stderr)
+        print(f"error: {stage} stopped by SIGTERM; {stopped}", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
+    except KeyboardInterrupt:
+        print(f"error: {stage} stopped by Ctrl-C (SIGINT); {stopped}", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A writer outside outputs.atomic_* (which name their folder): name what it wrote.
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"error: no space left on the disk{where} ({os.strerror(e.errno)}): free some space and rerun",
+              file=sys.stderr)
+        sys.exit(2)
