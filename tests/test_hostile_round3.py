@@ -296,3 +296,133 @@ def test_ctrl_c_during_download_is_one_line_and_leaves_nothing(server, tmp_path)
         "error: download stopped by Ctrl-C (SIGINT); its temporary files were removed, rerun it to finish"
     ], err
     assert list((tmp_path / "data").iterdir()) == [], "no .download-* folder and no .part file left"
+
+
+# ---------------------------------------------------------------- bounds and params files
+
+
+@pytest.mark.parametrize(
+    "section, values, said",
+    [
+        ("train", {"seed": 2**32}, "train.seed must be an integer in [0, 4294967295], got 4294967296"),
+        ("train_custom", {"epochs": 10**12}, "train_custom.epochs must be at most 100000, got 1000000000000"),
+        ("finetune", {"epochs": 20, "early_stopping": 20},
+         "finetune.early_stopping must be below finetune.epochs (20) or 0 (off), got 20: with that patience "
+         "training can never stop early"),
+    ],
+    ids=["seed-2**32", "epochs-1e12", "patience-not-below-epochs"],
+)
+def test_bounds_are_refused_in_one_line(section, values, said):
+    from stages.lib.params import validate_section
+
+    with pytest.raises(UserError) as err:
+        validate_section(section, {**REAL[section], **values})
+    assert str(err.value) == said
+    # The edge cases just inside the bounds pass.
+    validate_section("train", {**REAL["train"], "seed": 2**32 - 1})
+    validate_section("train_custom", {**REAL["train_custom"], "epochs": 100_000})
+    validate_section("finetune", {**REAL["finetune"], "epochs": 20, "early_stopping": 19})
+
+
+PARAMS_TEXT = (ROOT / "params.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "make, said",
+    [
+        (lambda p: p.write_bytes(PARAMS_TEXT.replace("# Chollet's", "# Chollet\xe9", 1).encode("latin-1")),
+         r"params\.yaml is not UTF-8 text: byte 0xe9 on line \d+ \(Latin-1 or another legacy encoding\?\); save it as UTF-8"),
+        (lambda p: p.write_bytes(PARAMS_TEXT.encode("utf-16")),
+         r"params\.yaml is UTF-16 text; save it as UTF-8 \(DVC reads params files as UTF-8\)"),
+        (lambda p: p.mkdir(), r"params\.yaml is a folder, not a file: it must be the YAML file of params"),
+        (lambda p: p.write_text(PARAMS_TEXT + "\ntrain:\n  seed: 7\n"),
+         r"params\.yaml is not valid YAML: key 'train' given a second time \(first on line \d+\); keep one, as dvc repro "
+         r"requires \(line \d+, column 1\)"),
+        (lambda p: p.write_text(PARAMS_TEXT.replace("  epochs: 30", "  epochs: 30\n  epochs: 3", 1)),
+         r"params\.yaml is not valid YAML: key 'epochs' given a second time \(first on line \d+\); keep one, as dvc repro "
+         r"requires \(line \d+, column 3\)"),
+        (lambda p: p.write_text("split: [1, 2\n"), r"params\.yaml is not valid YAML: .*\(line 2, column 1\)"),
+    ],
+    ids=["latin-1", "utf-16", "folder", "duplicate-section", "duplicate-key", "broken"],
+)
+def test_a_broken_params_file_is_one_line_in_a_stage_run_by_hand(tmp_path, make, said):
+    import re
+
+    make(tmp_path / "params.yaml")
+    stage = run_stage_process("stages.split", tmp_path)
+    out, err = stage.communicate(timeout=60)
+    lines = err.strip().splitlines()
+    assert stage.returncode == 2 and len(lines) == 1, err
+    assert re.fullmatch(f"error: {said}", lines[0]), lines[0]
+
+
+def test_a_bad_checkpoints_folder_variable_is_one_line(tmp_path, monkeypatch):
+    from stages.lib import runtime
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for value in (a_file, a_file / "sub" / "dir"):
+        monkeypatch.setenv("CATSDOGS_CHECKPOINTS", str(value))
+        with pytest.raises(UserError) as err:
+            runtime.check_checkpoints_dir()
+        assert str(err.value) == (
+            f"environment variable CATSDOGS_CHECKPOINTS={str(value)!r} must name a folder the training stages can "
+            f"write, but {a_file} is a file, not a folder; unset it to keep checkpoints in data/checkpoints"
+        )
+    monkeypatch.setenv("CATSDOGS_CHECKPOINTS", str(tmp_path / "new" / "folder"))
+    runtime.check_checkpoints_dir()  # a folder yet to be made is fine
+    assert not (tmp_path / "new").exists(), "checking makes nothing"
+
+
+# ---------------------------------------------------------------- arrays files
+
+
+def write_split(path: Path, **arrays) -> None:
+    import numpy as np
+
+    from stages.lib.outputs import save_npz
+
+    n = 12
+    default = {"images": np.zeros((n, 48, 48, 3), np.uint8), "labels": np.zeros(n, np.uint8),
+               "files": np.array([f"cat.{i}.jpg" for i in range(n)])}
+    save_npz(path, **{k: v for k, v in {**default, **arrays}.items() if v is not None})
+
+
+@pytest.mark.parametrize(
+    "arrays, said",
+    [
+        ({"labels": None, "y": [0, 1]}, "has no 'labels' array (it holds files, images, y), so split did not write it"),
+        ({"labels": [0, 1, 0]}, "holds 12 images but 3 labels and 12 file names; each image needs one of each"),
+        ({"images": "gray"}, "images of shape (12, 48, 48) and type uint8, expected (N, S, S, 3) uint8"),
+        ({"images": "float"}, "images of shape (12, 48, 48, 3) and type float32, expected (N, S, S, 3) uint8"),
+        ({"labels": [2] * 12}, "labels must be 0 or 1, found [2]"),
+    ],
+    ids=["wrong-keys", "3-labels-for-12-images", "grayscale", "float", "label-2"],
+)
+def test_a_split_file_that_does_not_fit_together_is_one_line(tmp_path, arrays, said):
+    import numpy as np
+
+    from stages.lib.datasets import load_split
+
+    made = {"gray": np.zeros((12, 48, 48), np.uint8), "float": np.zeros((12, 48, 48, 3), np.float32)}
+    arrays = {k: made.get(v, v) if isinstance(v, str) else v for k, v in arrays.items()}
+    arrays = {k: np.asarray(v, np.uint8) if isinstance(v, list) else v for k, v in arrays.items()}
+    write_split(tmp_path / "train.npz", **arrays)
+    with pytest.raises(UserError) as err:
+        load_split("train", tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / 'train.npz'}: {said}" if said.startswith("images") or
+                                     said.startswith("labels") else f"{tmp_path / 'train.npz'} {said}"), err.value
+    assert str(err.value).endswith(f"delete it and run `dvc repro split` (or `dvc checkout {tmp_path / 'train.npz'}`)")
+
+
+def test_splits_of_different_image_sizes_are_one_line(tmp_path):
+    import numpy as np
+
+    from stages.lib.datasets import load_split
+
+    write_split(tmp_path / "train.npz")
+    write_split(tmp_path / "validation.npz", images=np.zeros((12, 64, 64, 3), np.uint8))
+    assert load_split("train", tmp_path)["images"].shape == (12, 48, 48, 3)
+    with pytest.raises(UserError, match=r"validation\.npz holds 64x64 images but .*train\.npz holds 48x48: they come "
+                                        r"from different runs of split; run `dvc repro split`"):
+        load_split("validation", tmp_path)

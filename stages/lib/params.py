@@ -46,8 +46,13 @@ def _is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def positive_int() -> Spec:
-    return Spec(lambda v: None if _is_int(v) and v > 0 else "must be a positive integer")
+def positive_int(at_most: int | None = None) -> Spec:
+    def check(v):
+        if not (_is_int(v) and v > 0):
+            return "must be a positive integer"
+        return f"must be at most {at_most}" if at_most is not None and v > at_most else None
+
+    return Spec(check)
 
 
 def non_negative_int() -> Spec:
@@ -75,6 +80,11 @@ def number_between(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool
         return f"must be a number in {left}{lo}, {hi}{right}{hint}"
 
     return Spec(check)
+
+
+def seed() -> Spec:
+    # NumPy and TensorFlow take seeds in [0, 2**32); a larger one passed validation, then crashed.
+    return int_between(0, 2**32 - 1)
 
 
 def boolean() -> Spec:
@@ -125,7 +135,8 @@ def device_list() -> Spec:
 # Keys every training stage has, and the sections of the two stages of each model family.
 TRAINING = {
     "batch_size": int_between(1, 4096),
-    "epochs": positive_int(),
+    # generous: the longest run here is 160 epochs; a typo of 10**12 is not a plan
+    "epochs": positive_int(at_most=100_000),
     "learning_rate": number_between(0, 1, lo_open=True),
     "lr_decay": one_of("none", "cosine"),  # cosine: from learning_rate to 0 over all epochs
     "early_stopping": non_negative_int(),
@@ -148,7 +159,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "extended_per_class": non_negative_int(),
     },
     "train": {
-        "seed": non_negative_int(),
+        "seed": seed(),
         "precision": one_of("auto", "float32", "mixed_bfloat16", "mixed_float16"),
         # tf.distribute strategy of every training stage; batch_size stays the global batch
         "distribute": one_of("none", "mirrored", "multi_worker"),
@@ -202,19 +213,73 @@ def validate_section(name: str, values: Any) -> dict:
         problem = rule.check(values[key])
         if problem:
             raise ParamError(f"{name}.{key} {problem}, got {values[key]!r}")
+    patience, epochs = values.get("early_stopping", 0), values.get("epochs")
+    if patience and epochs is not None and patience >= epochs:
+        # Stopping needs `patience` epochs without improvement after the first: never happens.
+        raise ParamError(f"{name}.early_stopping must be below {name}.epochs ({epochs}) or 0 (off), got {patience}: "
+                         "with that patience training can never stop early")
     return dict(values)
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping as `dvc repro` does
+    (PyYAML silently keeps the last one, so the stage and DVC would read different params)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the base loader says so
+                break
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given a second time (first on line {first}); keep one, as "
+                    "dvc repro requires", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's message in one line: what is wrong, and where."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem:
+        mark = error.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        context = f"{error.context}: " if error.context else ""
+        return f"{context}{error.problem}{where}"
+    return " ".join(str(error).split())
+
+
+def read_params_file(path: Path) -> Any:
+    """The parsed params file; whatever is wrong with the file itself is one ParamError."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ParamError(f"{path} not found: run stages from the project root") from None
+    except IsADirectoryError:
+        raise ParamError(f"{path} is a folder, not a file: it must be the YAML file of params") from None
+    except OSError as e:
+        raise ParamError(f"{path} cannot be read: {e.strerror}") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ParamError(f"{path} is UTF-16 text; save it as UTF-8 (DVC reads params files as UTF-8)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ParamError(f"{path} is not UTF-8 text: byte 0x{raw[e.start]:02x} on line {line} (Latin-1 or another "
+                         "legacy encoding?); save it as UTF-8") from None
+    try:
+        return yaml.load(text, Loader=_ParamsLoader)
+    except yaml.YAMLError as e:
+        raise ParamError(f"{path} is not valid YAML: {_yaml_problem(e)}") from None
 
 
 def load_params(*sections: str, path: Path | str = PARAMS_FILE) -> dict[str, dict]:
     """Read and validate the named sections of params.yaml."""
     path = Path(path)
-    try:
-        with open(path) as f:
-            params = yaml.safe_load(f) or {}
-    except FileNotFoundError:
-        raise ParamError(f"{path} not found: run stages from the project root") from None
-    except yaml.YAMLError as e:
-        raise ParamError(f"{path} is not valid YAML: {e}") from None
+    params = read_params_file(path) or {}
     if not isinstance(params, dict):
         raise ParamError(f"{path} must be a mapping of sections (download:, split:, ...), got {type(params).__name__}")
     unknown = sorted(str(name) for name in params if name not in SCHEMA)
