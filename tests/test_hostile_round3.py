@@ -426,3 +426,36 @@ def test_splits_of_different_image_sizes_are_one_line(tmp_path):
     with pytest.raises(UserError, match=r"validation\.npz holds 64x64 images but .*train\.npz holds 48x48: they come "
                                         r"from different runs of split; run `dvc repro split`"):
         load_split("validation", tmp_path)
+
+
+# ---------------------------------------------------------------- a full disk in any stage
+
+
+def write_raw_folder(project: Path, source: Path) -> None:
+    """data/raw as the download stage writes it, without its weights step."""
+    import shutil
+
+    from stages.download import scan
+
+    manifest, rejected = scan(source)
+    (project / "data" / "raw" / "images").mkdir(parents=True)
+    for path, file in zip(manifest["path"], manifest["file"]):
+        shutil.copyfile(source / path, project / "data" / "raw" / "images" / file)
+    manifest.rename(columns={"path": "source_path"}).to_csv(project / "data" / "raw" / "manifest.csv", index=False)
+    rejected.to_csv(project / "data" / "raw" / "rejected.csv", index=False)
+
+
+@pytest.mark.slow
+def test_split_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    source = write_kaggle_folder(tmp_path / "images", 24)
+    with small_disk(tmp_path / "project", "400k") as project:
+        write_params(project, split={"train_per_class": 12, "val_per_class": 6, "test_per_class": 6, "image_size": 48})
+        write_raw_folder(project, source)
+        stage = run_stage_process("stages.split", project)
+        out, err = stage.communicate(timeout=120)
+        assert stage.returncode == 2, (out, err)
+        assert len(err.strip().splitlines()) == 1, err
+        assert err.startswith("error: no space left on the disk that holds data/ ("), err
+        assert err.strip().endswith("bytes free): free some space and rerun"), err
+        assert sorted(p.name for p in (project / "data").iterdir()) == ["raw"], "no data/.split.* left"
+        assert not (project / "metrics").exists() or list((project / "metrics").iterdir()) == []
