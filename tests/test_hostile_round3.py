@@ -459,3 +459,42 @@ def test_split_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
         assert err.strip().endswith("bytes free): free some space and rerun"), err
         assert sorted(p.name for p in (project / "data").iterdir()) == ["raw"], "no data/.split.* left"
         assert not (project / "metrics").exists() or list((project / "metrics").iterdir()) == []
+
+
+# ---------------------------------------------------------------- 16-bit images
+
+
+def png_16_bit(path: Path, pixels) -> Path:
+    """A 16-bit PNG written by hand (Pillow cannot write 16-bit RGB): grayscale for (H, W)
+    pixels, RGB for (H, W, 3); big-endian samples, filter 0 on every row."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    pixels = np.asarray(pixels, ">u2")
+    height, width = pixels.shape[:2]
+    colour = 2 if pixels.ndim == 3 else 0
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\0" + pixels[y].tobytes() for y in range(height))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("value", [0, 255, 256, 1000, 32767, 32768, 65280, 65535])
+def test_16_bit_rgb_and_grayscale_follow_one_rule(tmp_path, value):
+    """The high byte, v // 256, for both (all-255 RGB gave 0 while grayscale gave 1)."""
+    import numpy as np
+
+    from stages.lib.images import check_image, decode_resized
+
+    gray = png_16_bit(tmp_path / "cat.1.png", np.full((16, 16), value))
+    rgb = png_16_bit(tmp_path / "cat.2.png", np.full((16, 16, 3), value))
+    for path in (gray, rgb):
+        info, reason = check_image(path)
+        assert reason is None, reason
+        assert np.all(decode_resized(path, 8) == value // 256), (path.name, np.unique(decode_resized(path, 8)))
