@@ -356,6 +356,17 @@ def test_a_broken_params_file_is_one_line_in_a_stage_run_by_hand(tmp_path, make,
     assert re.fullmatch(f"error: {said}", lines[0]), lines[0]
 
 
+def test_the_params_loader_is_a_safe_one(tmp_path):
+    """The duplicate-refusing loader is still YAML's safe loader: no Python objects."""
+    from stages.lib import params
+
+    unsafe = tmp_path / "params.yaml"
+    unsafe.write_text("x: !!python/object/apply:os.system ['echo unsafe > pwned']\n")
+    with pytest.raises(UserError, match=r"params\.yaml is not valid YAML: .*could not determine a constructor"):
+        params.read_params_file(unsafe)
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
 def test_a_bad_checkpoints_folder_variable_is_one_line(tmp_path, monkeypatch):
     from stages.lib import runtime
 

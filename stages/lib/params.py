@@ -270,10 +270,13 @@ def read_params_file(path: Path) -> Any:
         line = raw[: e.start].count(b"\n") + 1
         raise ParamError(f"{path} is not UTF-8 text: byte 0x{raw[e.start]:02x} on line {line} (Latin-1 or another "
                          "legacy encoding?); save it as UTF-8") from None
+    loader = _ParamsLoader(text)  # a SafeLoader: plain data only, no Python objects
     try:
-        return yaml.load(text, Loader=_ParamsLoader)
+        return loader.get_single_data()
     except yaml.YAMLError as e:
         raise ParamError(f"{path} is not valid YAML: {_yaml_problem(e)}") from None
+    finally:
+        loader.dispose()
 
 
 def load_params(*sections: str, path: Path | str = PARAMS_FILE) -> dict[str, dict]:
