@@ -285,12 +285,12 @@ def _download_once(
         try:
             response = _opener(watchdog).open(url, timeout=min(timeout, max(remaining, 0.1)))
         except BaseException:
-            if gave_up():
-                raise gave_up() from None
+            if problem := gave_up():
+                raise problem from None
             raise
-        if gave_up():  # headers cut short by the watchdog: what came is not a response
+        if problem := gave_up():  # headers cut short by the watchdog: what came is not a response
             response.close()
-            raise gave_up()
+            raise problem
         watchdog.arm(deadline - time.monotonic(), "deadline")
         with response, open(tmp, "wb") as out:
             expected = content_length(response.headers)
