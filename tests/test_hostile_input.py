@@ -127,11 +127,12 @@ def sixteen_bit_png(path: Path, value: int) -> Path:
 
 @pytest.mark.parametrize(
     "value, expected",
-    [(0, 0), (255, 1), (256, 1), (32768, 128), (65535, 255)],
+    [(0, 0), (255, 0), (256, 1), (32768, 128), (65535, 255)],
     ids=["black", "255-below-the-old-edge", "256-above-it", "half", "white"],
 )
 def test_16_bit_grayscale_scales_by_its_bit_depth(tmp_path, value, expected):
-    """One rule, 65535 -> 255: 255 and 256 decode alike (they used to give 255 and 1)."""
+    """One rule, the high byte (65535 -> 255), as for 16-bit RGB (test_hostile_round3):
+    never clipped at 255 (255 used to give 255 and 256 give 1)."""
     path = sixteen_bit_png(tmp_path / "cat.1.png", value)
     info, reason = check_image(path)
     assert reason is None and info.mode == "I;16"

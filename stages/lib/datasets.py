@@ -40,9 +40,40 @@ def load_arrays(path: Path | str) -> dict[str, np.ndarray]:
         ) from None
 
 
+SPLIT_KEYS = ("images", "labels", "files")
+# The image size of each split this process loaded, by file: splits that disagree would
+# fail deep inside Keras (the model is built for the first one's size).
+_LOADED_SIZES: dict[Path, int] = {}
+
+
 def load_split(name: str, directory: Path = ARRAYS_DIR) -> dict[str, np.ndarray]:
-    """{'images': (N, S, S, 3) uint8, 'labels': (N,) uint8, 'files': (N,) str} of a split."""
-    return load_arrays(directory / f"{name}.npz")
+    """{'images': (N, S, S, 3) uint8, 'labels': (N,) uint8, 'files': (N,) str} of a split,
+    checked: a file with other keys, counts that disagree or images of another shape (an
+    old run, a hand-made file) is one line naming it, never a silent partial training run."""
+    path = Path(directory) / f"{name}.npz"
+    split = load_arrays(path)
+    rebuild = f"delete it and run `dvc repro split` (or `dvc checkout {path}`)"
+    missing = [key for key in SPLIT_KEYS if key not in split]
+    if missing:
+        holds = ", ".join(sorted(split)) or "no arrays"
+        raise UserError(f"{path} has no '{missing[0]}' array (it holds {holds}), so split did not write it; {rebuild}")
+    images, labels, files = (split[key] for key in SPLIT_KEYS)
+    if images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[3] != 3 or images.dtype != np.uint8:
+        raise UserError(f"{path}: images of shape {images.shape} and type {images.dtype}, expected (N, S, S, 3) uint8 "
+                        f"(N square RGB images); {rebuild}")
+    if labels.shape != (len(images),) or files.shape != (len(images),):
+        raise UserError(f"{path} holds {len(images)} images but {labels.size} labels and {files.size} file names; "
+                        f"each image needs one of each; {rebuild}")
+    if labels.size and not np.isin(labels, (0, 1)).all():
+        raise UserError(f"{path}: labels must be 0 or 1, found {sorted(set(np.unique(labels).tolist()) - {0, 1})[:5]}; "
+                        f"{rebuild}")
+    size = images.shape[1]
+    for other, other_size in _LOADED_SIZES.items():
+        if other.parent == path.parent and other != path and other_size != size:
+            raise UserError(f"{path} holds {size}x{size} images but {other} holds {other_size}x{other_size}: "
+                            f"they come from different runs of split; run `dvc repro split`")
+    _LOADED_SIZES[path] = size
+    return split
 
 
 def _options() -> tf.data.Options:

@@ -109,11 +109,13 @@ def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow image as 8-bit RGB: EXIF orientation applied, alpha composited on white."""
     im = ImageOps.exif_transpose(im)
     if im.mode in SIXTEEN_BIT_MODES:
-        # 16-bit grayscale (the only source of these modes among FORMATS): scale by the bit
-        # depth, 65535 -> 255, instead of letting convert() clip at 255. The file's depth
+        # 16-bit grayscale (the only source of these modes among FORMATS): keep the high
+        # byte, v // 256, instead of letting convert() clip at 255. That is the rule Pillow
+        # applies itself to every other 16-bit PNG (RGB, RGBA, gray + alpha: it hands over
+        # only their high bytes), so all 16-bit images decode alike. The file's depth
         # decides, never its content: a dark 16-bit image (all values <= 255) stays dark.
-        a = np.asarray(im, dtype=np.float64)
-        im = Image.fromarray(np.clip(a / 65535 * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+        a = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
+        im = Image.fromarray((a >> 8).astype(np.uint8), "L")
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "PA"):

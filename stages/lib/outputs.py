@@ -11,12 +11,62 @@ a temporary, so teammates on a shared machine can read them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from stages.lib.params import UserError
+
+# A full disk, or a full quota: the same fix (free space), never worth a retry.
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in DISK_FULL
+
+
+def visible_folder(path: Path | str) -> Path:
+    """The folder to name in a message about `path`: its nearest ancestor that is not one of
+    this project's temporaries (`.<name>.*`, `data/.download-*`), which are gone by the time
+    anyone reads the message."""
+    path = Path(path)
+    try:
+        parts = path.resolve().relative_to(Path.cwd().resolve()).parts
+    except ValueError:  # outside the project: name it as it is
+        return path.parent
+    kept = []
+    for part in parts[:-1]:
+        if part.startswith("."):
+            break
+        kept.append(part)
+    return Path(*kept) if kept else Path(".")
+
+
+def disk_full_message(path: Path | str, needed: int | None = None) -> str:
+    """One line for a write to `path` that found no space: the folder, what is free and,
+    when known, how much the write needed."""
+    folder = visible_folder(path)
+    probe = Path(folder).resolve()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    need = f", {needed} bytes needed" if needed else ""
+    return (f"no space left on the disk that holds {folder}/ ({free} bytes free{need}): "
+            "free some space and rerun")
+
+
+def require_free_space(path: Path | str, needed: int) -> None:
+    """Refuse before writing `needed` bytes at `path` when the disk cannot hold them: some
+    writers (h5py) crash rather than fail cleanly on a full disk."""
+    probe = Path(path).resolve()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if shutil.disk_usage(probe).free < needed:
+        raise UserError(disk_full_message(path, needed))
 
 
 def umask() -> int:
@@ -66,6 +116,10 @@ def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
         yield tmp
         give_normal_mode(tmp)
         os.replace(tmp, target)
+    except OSError as e:
+        if is_disk_full(e):  # the temporary goes (finally); the old output stays
+            raise UserError(disk_full_message(target)) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -88,6 +142,10 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
+    except OSError as e:
+        if is_disk_full(e):
+            raise UserError(disk_full_message(target)) from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

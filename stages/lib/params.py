@@ -9,6 +9,7 @@ TensorFlow.
 from __future__ import annotations
 
 import difflib
+import errno
 import math
 import os
 import signal
@@ -45,8 +46,13 @@ def _is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def positive_int() -> Spec:
-    return Spec(lambda v: None if _is_int(v) and v > 0 else "must be a positive integer")
+def positive_int(at_most: int | None = None) -> Spec:
+    def check(v):
+        if not (_is_int(v) and v > 0):
+            return "must be a positive integer"
+        return f"must be at most {at_most}" if at_most is not None and v > at_most else None
+
+    return Spec(check)
 
 
 def non_negative_int() -> Spec:
@@ -74,6 +80,11 @@ def number_between(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool
         return f"must be a number in {left}{lo}, {hi}{right}{hint}"
 
     return Spec(check)
+
+
+def seed() -> Spec:
+    # NumPy and TensorFlow take seeds in [0, 2**32); a larger one passed validation, then crashed.
+    return int_between(0, 2**32 - 1)
 
 
 def boolean() -> Spec:
@@ -146,7 +157,8 @@ def device_list() -> Spec:
 # Keys every training stage has, and the sections of the two stages of each model family.
 TRAINING = {
     "batch_size": int_between(1, 4096),
-    "epochs": positive_int(),
+    # generous: the longest run here is 160 epochs; a typo of 10**12 is not a plan
+    "epochs": positive_int(at_most=100_000),
     "learning_rate": number_between(0, 1, lo_open=True),
     "lr_decay": one_of("none", "cosine"),  # cosine: from learning_rate to 0 over all epochs
     "early_stopping": non_negative_int(),
@@ -171,7 +183,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "extended_per_class": non_negative_int(),
     },
     "train": {
-        "seed": non_negative_int(),
+        "seed": seed(),
         "precision": one_of("auto", "float32", "mixed_bfloat16", "mixed_float16"),
         # tf.distribute strategy of every training stage; batch_size stays the global batch
         "distribute": one_of("none", "mirrored", "multi_worker"),
@@ -225,19 +237,76 @@ def validate_section(name: str, values: Any) -> dict:
         problem = rule.check(values[key])
         if problem:
             raise ParamError(f"{name}.{key} {problem}, got {values[key]!r}")
+    patience, epochs = values.get("early_stopping", 0), values.get("epochs")
+    if patience and epochs is not None and patience >= epochs:
+        # Stopping needs `patience` epochs without improvement after the first: never happens.
+        raise ParamError(f"{name}.early_stopping must be below {name}.epochs ({epochs}) or 0 (off), got {patience}: "
+                         "with that patience training can never stop early")
     return dict(values)
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping as `dvc repro` does
+    (PyYAML silently keeps the last one, so the stage and DVC would read different params)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the base loader says so
+                break
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given a second time (first on line {first}); keep one, as "
+                    "dvc repro requires", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's message in one line: what is wrong, and where."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem:
+        mark = error.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        context = f"{error.context}: " if error.context else ""
+        return f"{context}{error.problem}{where}"
+    return " ".join(str(error).split())
+
+
+def read_params_file(path: Path) -> Any:
+    """The parsed params file; whatever is wrong with the file itself is one ParamError."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ParamError(f"{path} not found: run stages from the project root") from None
+    except IsADirectoryError:
+        raise ParamError(f"{path} is a folder, not a file: it must be the YAML file of params") from None
+    except OSError as e:
+        raise ParamError(f"{path} cannot be read: {e.strerror}") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ParamError(f"{path} is UTF-16 text; save it as UTF-8 (DVC reads params files as UTF-8)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ParamError(f"{path} is not UTF-8 text: byte 0x{raw[e.start]:02x} on line {line} (Latin-1 or another "
+                         "legacy encoding?); save it as UTF-8") from None
+    loader = _ParamsLoader(text)  # a SafeLoader: plain data only, no Python objects
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise ParamError(f"{path} is not valid YAML: {_yaml_problem(e)}") from None
+    finally:
+        loader.dispose()
 
 
 def load_params(*sections: str, path: Path | str = PARAMS_FILE) -> dict[str, dict]:
     """Read and validate the named sections of params.yaml."""
     path = Path(path)
-    try:
-        with open(path) as f:
-            params = yaml.safe_load(f) or {}
-    except FileNotFoundError:
-        raise ParamError(f"{path} not found: run stages from the project root") from None
-    except yaml.YAMLError as e:
-        raise ParamError(f"{path} is not valid YAML: {e}") from None
+    params = read_params_file(path) or {}
     if not isinstance(params, dict):
         raise ParamError(f"{path} must be a mapping of sections (download:, split:, ...), got {type(params).__name__}")
     unknown = sorted(str(name) for name in params if name not in SCHEMA)
@@ -259,17 +328,36 @@ class Terminated(BaseException):
     removes its temporary files, as on Ctrl-C."""
 
 
-def _terminate(signum, frame) -> None:
-    if os.getpid() != _STAGE_PID:
-        # A forked worker process inherited this handler: die as SIGTERM would.
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
+def _in_a_worker(signum) -> bool:
+    """In a forked worker process (which inherited the stage's handlers), die as the signal
+    would, silently: Ctrl-C reaches every process of the terminal's group, and each worker
+    would print its own KeyboardInterrupt traceback."""
+    if os.getpid() == _STAGE_PID:
+        return False
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return True
+
+
+def _stop_workers() -> None:
     import multiprocessing
 
     for child in multiprocessing.active_children():  # pool workers would finish their queue first
         child.terminate()
+
+
+def _terminate(signum, frame) -> None:
+    if _in_a_worker(signum):
+        return
+    _stop_workers()
     raise Terminated
+
+
+def _interrupt(signum, frame) -> None:
+    if _in_a_worker(signum):
+        return
+    _stop_workers()
+    raise KeyboardInterrupt
 
 
 _STAGE_PID = os.getpid()
@@ -278,20 +366,36 @@ _STAGE_PID = os.getpid()
 def run_stage(main: Callable[[], None], *, clean_up_on_sigterm: bool = False) -> None:
     """Run a stage's main(); a UserError becomes one clear line on stderr and exit code 2.
 
+    Ctrl-C (SIGINT) unwinds the stack, so every `finally` removes its temporary files, and
+    ends with one line and code 130 (128 + SIGINT), not a KeyboardInterrupt traceback.
     With `clean_up_on_sigterm`, SIGTERM (what `kill`, a job scheduler or a closing terminal
-    send) unwinds like Ctrl-C, so the stage's temporary files are removed before it exits
-    with one line and code 143 (128 + SIGTERM).
+    send) unwinds the same way and exits with one line and code 143 (128 + SIGTERM).
+    A full disk anywhere is one line naming the file, whichever stage meets it.
     """
     global _STAGE_PID
     stage = Path(sys.argv[0]).stem or "stage"
+    _STAGE_PID = os.getpid()
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when the shell ignores it (nohup, &)
+        signal.signal(signal.SIGINT, _interrupt)
     if clean_up_on_sigterm:
-        _STAGE_PID = os.getpid()
         signal.signal(signal.SIGTERM, _terminate)
+    stopped = "its temporary files were removed, rerun it to finish"
     try:
         main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except Terminated:
-        print(f"error: {stage} stopped by SIGTERM; its temporary files were removed, rerun it to finish", file=sys.stderr)
+        print(f"error: {stage} stopped by SIGTERM; {stopped}", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
+    except KeyboardInterrupt:
+        print(f"error: {stage} stopped by Ctrl-C (SIGINT); {stopped}", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A writer outside outputs.atomic_* (which name their folder): name what it wrote.
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"error: no space left on the disk{where} ({os.strerror(e.errno)}): free some space and rerun",
+              file=sys.stderr)
+        sys.exit(2)

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from stages.lib.params import UserError
+from stages.lib.study import CHECKPOINTS_DIR, checkpoints_dir
 
 
 # ---------------------------------------------------------------- runtime
@@ -61,10 +62,31 @@ def resolve_precision(requested: str, gpus: list | None = None, flags: set[str] 
     return "float32"
 
 
+def check_checkpoints_dir() -> None:
+    """CATSDOGS_CHECKPOINTS, when set, must name a folder (or a path where one can be made):
+    a file there would fail after the first epoch with a traceback."""
+    raw = os.environ.get("CATSDOGS_CHECKPOINTS", "")
+    if not raw.strip():
+        return
+    folder = checkpoints_dir().absolute()
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    problem = None
+    if not probe.is_dir():
+        problem = f"{probe} is a file, not a folder"
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        problem = f"{probe} is not writable"
+    if problem:
+        raise UserError(f"environment variable CATSDOGS_CHECKPOINTS={raw!r} must name a folder the training stages "
+                        f"can write, but {problem}; unset it to keep checkpoints in {CHECKPOINTS_DIR}")
+
+
 def configure(train_cfg: dict) -> str:
     """Create the distribution strategy (first: multi-worker collectives must be set up
     before TensorFlow initialises), seed Python, NumPy and TensorFlow and set the precision
     policy; returns the policy."""
+    check_checkpoints_dir()
     strategy(train_cfg)
     keras.utils.set_random_seed(train_cfg["seed"])
     policy = resolve_precision(train_cfg["precision"])

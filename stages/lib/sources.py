@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import math
 import os
+import re
+import socket
 import stat
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +27,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stages.lib.outputs import disk_full_message, is_disk_full, require_free_space, visible_folder
 from stages.lib.params import UserError
 
 # Keras' own published hash of its notop VGG16 file (keras/src/applications/vgg16.py).
@@ -56,22 +61,43 @@ KNOWN_ARCHIVES = {
 VGG16_NOTOP_PARAMS = 14_714_688
 
 
-def _env_number(name: str, default: float) -> float:
+# What is wrong with the environment variables below, said when a download starts: they are
+# read at import, where a UserError would escape run_stage as a traceback.
+ENV_PROBLEMS: list[str] = []
+
+
+def _env_number(name: str, default: float, *, minimum: float = 0, above: bool = False, integer: bool = False) -> float:
     """A limit that an environment variable may override (tests, very slow links)."""
-    return float(os.environ.get(name, default))
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        value = float(raw)
+        ok = math.isfinite(value) and (value > minimum if above else value >= minimum)
+        ok = ok and (value.is_integer() or not integer)
+    except ValueError:
+        ok = False
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        ENV_PROBLEMS.append(f"environment variable {name}={raw!r} must be {kind} {'>' if above else '>='} {minimum:g} "
+                            f"(unset it for the default, {default:g})")
+        return default
+    return int(value) if integer else value
 
 
 # Downloads. A read that waits READ_TIMEOUT_S for a byte fails; a download that averages
 # under MIN_BYTES_PER_S over any STALL_WINDOW_S stalls; none may take over DEADLINE_S.
 # The PetImages zip (825 MB) needs 23 min at the minimum rate, so a working link never
 # trips these; a server that drips a byte every few seconds does.
-READ_TIMEOUT_S = _env_number("CATSDOGS_DOWNLOAD_READ_TIMEOUT_S", 60)
+# Connecting and the response headers count too: headers (a few hundred bytes) not complete
+# within STALL_WINDOW_S are a stall, and the deadline runs from the first connection.
+READ_TIMEOUT_S = _env_number("CATSDOGS_DOWNLOAD_READ_TIMEOUT_S", 60, above=True)
 MIN_BYTES_PER_S = _env_number("CATSDOGS_DOWNLOAD_MIN_BYTES_PER_S", 10 * 1024)
-STALL_WINDOW_S = _env_number("CATSDOGS_DOWNLOAD_STALL_WINDOW_S", 60)
-DEADLINE_S = _env_number("CATSDOGS_DOWNLOAD_DEADLINE_S", 3 * 3600)
+STALL_WINDOW_S = _env_number("CATSDOGS_DOWNLOAD_STALL_WINDOW_S", 60, above=True)
+DEADLINE_S = _env_number("CATSDOGS_DOWNLOAD_DEADLINE_S", 3 * 3600, above=True)
 # Transient failures (connection reset or refused, empty reply, cut transfer, stall, HTTP
 # 408/429/5xx) are retried after 2, 4, 8 s; anything else (404, wrong hash) is final.
-ATTEMPTS = int(_env_number("CATSDOGS_DOWNLOAD_ATTEMPTS", 4))
+ATTEMPTS = _env_number("CATSDOGS_DOWNLOAD_ATTEMPTS", 4, minimum=1, integer=True)
 BACKOFF_S = _env_number("CATSDOGS_DOWNLOAD_BACKOFF_S", 2)
 TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
 
@@ -136,6 +162,66 @@ class TransientError(Exception):
     """A failure that may not happen again: worth another attempt."""
 
 
+class _Watchdog:
+    """Shuts the connection down when a time limit passes. Socket timeouts restart with
+    every byte, so without this a server that sends its status line or headers a byte at a
+    time, or one byte per READ_TIMEOUT_S of body, would never be given up on."""
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        self.fired: str | None = None  # why it fired: "stall" or "deadline"
+        self._timer: threading.Timer | None = None
+
+    def arm(self, seconds: float, why: str) -> None:
+        self.cancel()
+        self._timer = threading.Timer(max(seconds, 0), self._fire, [why])
+        self._timer.daemon = True
+        self._timer.start()
+
+    def cancel(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+
+    def _fire(self, why: str) -> None:
+        self.fired = why
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
+            except OSError:
+                pass
+
+
+def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
+    """urllib's opener, with connections that hand their socket to the watchdog."""
+
+    def watched(base):
+        class Connection(base):
+            def connect(self):
+                super().connect()
+                watchdog.sock = self.sock
+
+        return Connection
+
+    http_connection, https_connection = watched(http.client.HTTPConnection), watched(http.client.HTTPSConnection)
+
+    class HTTPHandler(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(http_connection, req)
+
+    class HTTPSHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(https_connection, req, context=self._context)
+
+    return urllib.request.build_opener(HTTPHandler, HTTPSHandler)
+
+
+def content_length(headers) -> int | None:
+    """The Content-Length a server promised, or None when absent or malformed (`abc`, `-5`):
+    like http.client, the body is then read to the end, and the zip check judges it."""
+    raw = (headers.get("Content-Length") or "").strip()
+    return int(raw) if re.fullmatch(r"[0-9]+", raw) else None
+
+
 def download(
     url: str,
     dest: Path,
@@ -145,6 +231,8 @@ def download(
 ) -> Downloaded:
     """Stream `url` into `dest` via `dest.part`, retrying transient failures; check the
     length, and the md5 or the known size and SHA-256 when given."""
+    if ENV_PROBLEMS:
+        raise UserError(ENV_PROBLEMS[0])
     known = known or KNOWN_ARCHIVES.get(url)
     deadline = time.monotonic() + DEADLINE_S
     last = ""
@@ -168,13 +256,46 @@ def _download_once(
     tmp = dest.with_name(dest.name + ".part")
     md5_digest, sha256_digest = hashlib.md5(), hashlib.sha256()
     received = 0
+    expected = None
     started = time.monotonic()
+    watchdog = _Watchdog()
+
+    def too_slow() -> UserError:
+        return UserError(
+            f"download of {url} not finished after {DEADLINE_S:g} s ({received} bytes received); "
+            f"the server is too slow. {OFFLINE_HINT}"
+        )
+
+    def gave_up() -> Exception | None:
+        """The error for a read the watchdog ended, or None if it did not fire."""
+        if watchdog.fired == "deadline":
+            return too_slow()
+        if watchdog.fired == "stall":
+            return TransientError(
+                f"stalled: no complete response (status line and headers) within {STALL_WINDOW_S:g} s of connecting"
+            )
+        return None
+
     try:
         remaining = deadline - started
-        with urllib.request.urlopen(url, timeout=min(timeout, max(remaining, 0.1))) as response, open(tmp, "wb") as out:
-            expected = response.headers.get("Content-Length")
+        # Headers get the stall window (when the stall rule is on) and the deadline; the body
+        # keeps the deadline here and the throughput rule below.
+        header_limit = min(remaining, STALL_WINDOW_S) if MIN_BYTES_PER_S > 0 else remaining
+        watchdog.arm(header_limit, "stall" if header_limit < remaining else "deadline")
+        try:
+            response = _opener(watchdog).open(url, timeout=min(timeout, max(remaining, 0.1)))
+        except BaseException:
+            if problem := gave_up():
+                raise problem from None
+            raise
+        if problem := gave_up():  # headers cut short by the watchdog: what came is not a response
+            response.close()
+            raise problem
+        watchdog.arm(deadline - time.monotonic(), "deadline")
+        with response, open(tmp, "wb") as out:
+            expected = content_length(response.headers)
             content_type = response.headers.get("Content-Type", "")
-            if known and expected is not None and int(expected) != known.size:
+            if known and expected is not None and expected != known.size:
                 raise UserError(
                     f"{url} now serves {expected} bytes, but the archive {known.published_by} published is "
                     f"{known.size} bytes: the file has changed or moved; use another download.source"
@@ -188,10 +309,7 @@ def _download_once(
                 received += len(block)
                 now = time.monotonic()
                 if now > deadline:
-                    raise UserError(
-                        f"download of {url} not finished after {DEADLINE_S:g} s ({received} bytes received); "
-                        f"the server is too slow. {OFFLINE_HINT}"
-                    )
+                    raise too_slow()
                 window.append((now, received))
                 while len(window) > 2 and now - window[1][0] >= STALL_WINDOW_S:
                     window.pop(0)
@@ -201,7 +319,9 @@ def _download_once(
                         f"stalled: {got} bytes in the last {elapsed:.3g} s, under the minimum of "
                         f"{MIN_BYTES_PER_S:g} bytes/s"
                     )
-        if expected is not None and received != int(expected):
+        if watchdog.fired:  # the body's end was the watchdog's doing
+            raise too_slow()
+        if expected is not None and received != expected:
             raise TransientError(f"incomplete: {received} of {expected} bytes")
         if md5 and md5_digest.hexdigest() != md5:
             raise UserError(f"download of {url} has md5 {md5_digest.hexdigest()}, expected {md5}")
@@ -217,14 +337,22 @@ def _download_once(
             raise TransientError(f"HTTP Error {e.code}: {e.reason}") from None
         raise UserError(f"could not download {url}: HTTP Error {e.code}: {e.reason}. {OFFLINE_HINT}") from None
     except http.client.IncompleteRead as e:
+        if watchdog.fired:
+            raise too_slow() from None
         raise TransientError(f"the connection closed mid-transfer after {received + len(e.partial)} bytes") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+        if watchdog.fired:
+            raise too_slow() from None
+        if is_disk_full(e) or (isinstance(e, urllib.error.URLError) and is_disk_full(e.reason)):
+            # Not the network: no retry, and no offline hint (a local copy needs space too).
+            raise UserError(f"download of {url}: {disk_full_message(dest, expected)}") from None
         if isinstance(e, OSError) and e.filename is not None:  # writing the .part file: not the network
-            raise UserError(f"could not write {e.filename} while downloading {url}: {e.strerror}") from None
+            raise UserError(f"could not write into {visible_folder(dest)}/ while downloading {url}: {e.strerror}") from None
         reason = e.reason if isinstance(e, urllib.error.URLError) else e
         after = f" after {received} bytes" if received else ""
         raise TransientError(f"{reason or type(e).__name__}{after}") from None
     finally:
+        watchdog.cancel()
         tmp.unlink(missing_ok=True)
     return Downloaded(dest, url, content_type.split(";")[0].strip(), received)
 
@@ -289,49 +417,58 @@ def check_zip(archive: zipfile.ZipFile, name: str, budget: UnpackBudget | None =
     budget.charge(name, len(infos), sum(i.file_size for i in infos))
 
 
-def unpack_zip(zip_path: Path, dest: Path, budget: UnpackBudget | None = None) -> None:
+def unpack_zip(zip_path: Path, dest: Path, budget: UnpackBudget | None = None, *, name: str | None = None,
+               depth: int = 1) -> None:
     """Unpack a checked zip into dest; a Kaggle `train.zip` inside is unpacked too, up to
-    MAX_ZIP_DEPTH archives deep, all within one budget."""
+    MAX_ZIP_DEPTH archives deep (depth, not count: side-by-side train.zips are one level),
+    all within one budget.
+
+    name: what messages call the archive, the source as the user wrote it (a URL, or a path)
+    and for a nested one `outer -> path/inside/train.zip`: the unpacked copy is temporary.
+    """
+    name = name or str(zip_path)
     if budget is None:
         budget = UnpackBudget(packed=zip_path.stat().st_size)
-    budget.archives.append(str(zip_path))
-    if len(budget.archives) > MAX_ZIP_DEPTH:
-        raise UserError(
-            f"{zip_path}: archives nested {len(budget.archives)} deep (limit {MAX_ZIP_DEPTH}), "
-            "refusing to unpack further"
-        )
+    budget.archives.append(name)
+    if depth > MAX_ZIP_DEPTH:
+        raise UserError(f"{name}: archives nested {depth} deep (limit {MAX_ZIP_DEPTH}), refusing to unpack further")
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            check_zip(archive, str(zip_path), budget)
+            check_zip(archive, name, budget)
+            needed = sum(i.file_size for i in archive.infolist())
             for info in archive.infolist():
-                _extract(archive, info, zip_path, dest)
+                _extract(archive, info, name, dest, needed)
     except zipfile.BadZipFile as e:
-        raise UserError(f"{zip_path} is not a valid zip archive: {e}") from None
-    # Kaggle's dogs-vs-cats.zip holds train.zip (labelled) and test1.zip (unlabelled).
-    for inner in sorted(dest.rglob("train.zip")):
-        unpack_zip(inner, inner.with_suffix(""), budget)
+        raise UserError(f"{name} is not a valid zip archive: {e}") from None
+    # Kaggle's dogs-vs-cats.zip holds train.zip (labelled) and test1.zip (unlabelled). A
+    # folder that happens to be called train.zip is a folder.
+    for inner in sorted(p for p in dest.rglob("train.zip") if p.is_file()):
+        inside = inner.relative_to(dest).as_posix()
+        unpack_zip(inner, inner.with_suffix(""), budget, name=f"{name} -> {inside}", depth=depth + 1)
         inner.unlink()
 
 
-def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, zip_path: Path, dest: Path) -> None:
+def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, dest: Path, needed: int) -> None:
     """Extract one checked entry; whatever goes wrong names the archive and the entry."""
     entry = info.filename
     again = "download it again or use another download.source"
     try:
         archive.extract(info, dest)
     except zipfile.BadZipFile as e:
-        raise UserError(f"{zip_path} is not a valid zip archive: entry '{entry}': {e}; {again}") from None
+        raise UserError(f"{name} is not a valid zip archive: entry '{entry}': {e}; {again}") from None
     except (zlib.error, EOFError) as e:
-        raise UserError(f"{zip_path}: entry '{entry}' has corrupt compressed data ({e}); {again}") from None
+        raise UserError(f"{name}: entry '{entry}' has corrupt compressed data ({e}); {again}") from None
     except NotImplementedError as e:
         raise UserError(
-            f"{zip_path}: entry '{entry}' uses a compression method Python cannot read ({e}); "
+            f"{name}: entry '{entry}' uses a compression method Python cannot read ({e}); "
             "unpack the archive yourself and point download.source at the folder"
         ) from None
     except RuntimeError as e:  # zipfile's word for encrypted entries its header check missed
-        raise UserError(f"{zip_path}: entry '{entry}' cannot be unpacked: {e}") from None
+        raise UserError(f"{name}: entry '{entry}' cannot be unpacked: {e}") from None
     except OSError as e:
-        raise UserError(f"{zip_path}: cannot unpack entry '{entry}' into {dest}: {e.strerror or e}") from None
+        if is_disk_full(e):
+            raise UserError(f"unpacking {name}: {disk_full_message(dest, needed)}") from None
+        raise UserError(f"{name}: cannot unpack entry '{entry}': {e.strerror or e}") from None
 
 
 # ---------------------------------------------------------------- sources
@@ -354,6 +491,20 @@ def fetch_kaggle(dest: Path) -> Path:
     return dest / "dogs-vs-cats.zip"
 
 
+def refuse_project_folders(source: str, path: Path) -> None:
+    """A local source must not be the project, hold it, or lie in its data/: the pipeline
+    would train on its own outputs (data/split/images) and scan .git and .dvc."""
+    path = path.resolve()
+    roots = {project_root().resolve(), Path.cwd().resolve()}  # differ under `dvc exp run --temp`
+    for root in roots:
+        if path == root or path in root.parents:
+            raise UserError(f"download.source: {source} is the project folder or contains it ({root}); "
+                            "point it at the folder of the images only")
+        if path == root / "data" or (root / "data") in path.parents:
+            raise UserError(f"download.source: {source} is inside the project's data/ folder, which the pipeline "
+                            "writes; keep the source images outside data/")
+
+
 def materialize_images(source: str, workdir: Path) -> Path:
     """Return a local folder holding the source's images (unpacked into workdir if needed)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -368,6 +519,7 @@ def materialize_images(source: str, workdir: Path) -> Path:
         if not path.exists():
             looked = "" if Path(source).expanduser().is_absolute() else f" (looked in {path})"
             raise UserError(f"download.source: {source} does not exist{looked}. {OFFLINE_HINT}")
+        refuse_project_folders(source, path)
         if path.is_dir():
             return path
         archive = path
@@ -380,19 +532,34 @@ def materialize_images(source: str, workdir: Path) -> Path:
                 f"download.source: {source} returned {fetched.describe()}{looks}, which is not a zip "
                 "archive (or one cut short); check the URL or use another download.source"
             )
-        raise UserError(f"download.source: {archive} is neither a folder nor a zip archive")
+        raise UserError(f"download.source: {source} is neither a folder nor a zip archive")
     unpacked = workdir / "unpacked"
-    unpack_zip(archive, unpacked)
+    unpack_zip(archive, unpacked, name="Kaggle's dogs-vs-cats.zip" if source == "kaggle" else source)
     if fetched:
         archive.unlink()  # unpacked: free the space before the next step copies the images
     return unpacked
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# Where each downloaded weights file came from: messages name the URL, not the temporary file.
+_DOWNLOADED_FROM: dict[Path, str] = {}
 
 
 def materialize_weights(source: str, workdir: Path) -> Path:
     """Return a local path of the weights file (downloaded into workdir if a URL)."""
     if is_url(source):
         name = source.rsplit("/", 1)[-1] or "weights.h5"
-        return download(source, workdir / name, md5=KNOWN_MD5.get(source)).path
+        if not name.endswith(".h5"):
+            name += ".h5"  # Keras picks the reader by the name; anything else fails below anyway
+        fetched = download(source, workdir / name, md5=KNOWN_MD5.get(source))
+        with open(fetched.path, "rb") as f:
+            head = f.read(512)
+        if not head.startswith(HDF5_SIGNATURE):
+            looks = " (an HTML page)" if head.lstrip().lower().startswith((b"<!doctype html", b"<html")) else ""
+            raise UserError(f"download.vgg16_weights: {source} returned {fetched.describe()}{looks}, which is not "
+                            "an HDF5 (.h5) weights file; check the URL or use another download.vgg16_weights")
+        _DOWNLOADED_FROM[fetched.path.resolve()] = source
+        return fetched.path
     path = local_path(source)
     if not path.is_file():
         looked = "" if Path(source).expanduser().is_absolute() else f" (looked in {path})"
@@ -408,6 +575,7 @@ def convert_vgg16_weights(src: Path, dst: Path) -> None:
     import keras  # TensorFlow takes seconds to import: only once the images are done
 
     src = Path(src)
+    shown = _DOWNLOADED_FROM.get(src.resolve(), src)
     try:
         # Keras picks the reader by file name: *.weights.h5 is its own format, any other
         # *.h5 the legacy (Keras 2) format, which is what Keras' URL serves; so the name
@@ -415,7 +583,15 @@ def convert_vgg16_weights(src: Path, dst: Path) -> None:
         conv_base = keras.applications.VGG16(weights=None, include_top=False)
         conv_base.load_weights(str(src))
     except Exception as e:
-        raise UserError(f"download.vgg16_weights: {src} is not a VGG16 notop weights file: {e}") from None
+        raise UserError(f"download.vgg16_weights: {shown} is not a VGG16 notop weights file: {e}") from None
     if conv_base.count_params() != VGG16_NOTOP_PARAMS:
-        raise UserError(f"download.vgg16_weights: {src} has {conv_base.count_params()} params, expected {VGG16_NOTOP_PARAMS}")
-    conv_base.save_weights(str(dst))
+        raise UserError(f"download.vgg16_weights: {shown} has {conv_base.count_params()} params, expected {VGG16_NOTOP_PARAMS}")
+    # h5py has crashed the interpreter (segfault) after a write failed for want of space:
+    # check first. float32 weights plus a margin for HDF5's own structures.
+    require_free_space(dst, VGG16_NOTOP_PARAMS * 4 + 4 * 2**20)
+    try:
+        conv_base.save_weights(str(dst))
+    except OSError as e:
+        if is_disk_full(e):
+            raise UserError(disk_full_message(dst, VGG16_NOTOP_PARAMS * 4)) from None
+        raise
