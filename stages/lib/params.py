@@ -177,7 +177,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "test_per_class": count_or_fraction(),
         "classes": class_names(),  # null: the data's names, sorted; label 1 is the second
         "order": one_of("id", "shuffle"),
-        "seed": non_negative_int(),
+        "seed": seed(),
         "image_size": int_between(48, 1024),  # the custom convnet needs 48 px
         # the extended test set: at most this many leftover images per class; 0 = none
         "extended_per_class": non_negative_int(),
