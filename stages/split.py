@@ -93,7 +93,7 @@ def class_order(rows: pd.DataFrame, classes: tuple[str, str], label: str, cfg: d
     """The rows of one class in the order the split takes them: by id, or seeded shuffle."""
     rows = rows[rows["label"] == label].sort_values("id")
     if cfg["order"] == "shuffle":
-        rows = rows.sample(frac=1.0, random_state=cfg["seed"] + classes.index(label))
+        rows = rows.sample(frac=1.0, random_state=(cfg["seed"] + classes.index(label)) % 2**32)  # stays a 32-bit seed
     return rows
 
 
