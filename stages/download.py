@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.lib.params import UserError, load_params, run_stage
+from stages.lib.params import UserError, load_params, printable, run_stage
 from stages.lib.images import FORMATS, check_image, file_stems, parse_name, sha256_file
 from stages.lib.outputs import atomic_dir, atomic_path, remove_leftovers, write_csv, write_json
 from stages.lib.sources import OFFLINE_HINT, convert_vgg16_weights, materialize_images, materialize_weights
@@ -185,6 +185,10 @@ def class_layout(root: Path, source: Path) -> dict[Path, tuple[str, str | None]]
 
 
 def two_classes(folders: list[str], where: str) -> None:
+    for name in folders:
+        if printable(name) != name:  # its label would be written to CSV, JSON and figures
+            raise UserError(f"download.source: class folder name {printable(name)} {printable(where)} is not UTF-8: "
+                            "rename it (its name is the class name)")
     if len(folders) != 2:
         found = f"{len(folders)} class folder{'s' * (len(folders) > 1)} ({', '.join(folders)})"
         raise UserError(f"download.source: found {found} {where}, and no Kaggle (cat.N.jpg) or PetImages "
@@ -270,8 +274,11 @@ def main() -> None:
             (out / "images").mkdir()
             for src, name in zip(manifest["path"], manifest["file"]):
                 shutil.copyfile(image_root / src, out / "images" / name)
-            write_csv(out / "manifest.csv", manifest.rename(columns={"path": "source_path"}))
-            write_csv(out / "rejected.csv", rejected)
+            # A file name that is not UTF-8 (a Latin-1 byte) is kept, and listed with the byte escaped.
+            write_csv(out / "manifest.csv", manifest.rename(columns={"path": "source_path"})
+                      .assign(source_path=lambda t: t["source_path"].map(printable)))
+            write_csv(out / "rejected.csv", rejected.assign(path=rejected["path"].map(printable),
+                                                            reason=rejected["reason"].map(printable)))
 
         weights_src = materialize_weights(cfg["vgg16_weights"], work)
         with atomic_path(WEIGHTS_FILE, suffix=".weights.h5") as tmp:
@@ -288,7 +295,7 @@ def main() -> None:
     )
     print(f"download: {len(manifest)} images kept, {len(rejected)} rejected (see {RAW_DIR}/rejected.csv)")
     if len(rejected):
-        print(rejected.groupby("reason").size().to_string())
+        print(printable(rejected.groupby("reason").size().to_string()))
 
 
 if __name__ == "__main__":

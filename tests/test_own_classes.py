@@ -177,3 +177,32 @@ def test_what_cannot_be_two_classes_stops_with_one_line(failing_project, folders
     assert "Traceback" not in output, output
     errors = [line for line in output.splitlines() if line.startswith("error: ")]
     assert errors[0] == "error: " + expected.format(src=src), output
+
+
+def test_file_names_that_are_not_utf8_are_kept_and_escaped(tmp_path, random_vgg16_weights):
+    """A Latin-1 byte in a file name (a camera card, an old archive): the image is kept and
+    its name written with the byte escaped; a class folder named so is refused in one line."""
+    import os
+
+    source = tmp_path / "src"
+    write_class(source / "ants", "cat", 12)
+    write_class(source / "bees", "dog", 12)
+    latin1 = os.path.join(os.fsencode(source / "ants"), b"caf\xe9 ant.jpg")
+    synthetic_image("cat", 99).save(os.fsdecode(latin1), format="JPEG")
+    project = run_split(tmp_path, source, random_vgg16_weights, train_per_class=6, val_per_class=3, test_per_class=3)
+    manifest = pd.read_csv(project / "data/raw/manifest.csv")
+    assert "ants/caf\\xe9 ant.jpg" in manifest["source_path"].tolist()
+    assert read(project, "metrics/download.json")["images"] == {"ants": 13, "bees": 12}
+
+    bad = tmp_path / "bad"
+    write_class(bad / "bees", "dog", 12)
+    os.makedirs(os.path.join(os.fsencode(bad), b"fourmis-\xe9"))
+    write_class(bad / os.fsdecode(b"fourmis-\xe9"), "cat", 12)
+    params = tiny_params(bad, random_vgg16_weights)
+    project = make_project(tmp_path / "refused", params)
+    result = dvc(project, "repro", "download", check=False)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: download.source")]
+    assert lines == [f"error: download.source: class folder name fourmis-\\xe9 in {bad} is not UTF-8: rename it "
+                     "(its name is the class name)"], result.stderr
+    assert "Traceback" not in result.stderr

@@ -363,6 +363,13 @@ def _interrupt(signum, frame) -> None:
 _STAGE_PID = os.getpid()
 
 
+def printable(text: str) -> str:
+    """`text` with the bytes of a file name that is not UTF-8 (which Python holds as lone
+    surrogates) written as escapes, e.g. caf\\xe9.jpg: printing or writing it as UTF-8 then
+    cannot fail."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def run_stage(main: Callable[[], None], *, clean_up_on_sigterm: bool = False) -> None:
     """Run a stage's main(); a UserError becomes one clear line on stderr and exit code 2.
 
@@ -383,7 +390,7 @@ def run_stage(main: Callable[[], None], *, clean_up_on_sigterm: bool = False) ->
     try:
         main()
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(str(e))}", file=sys.stderr)
         sys.exit(2)
     except Terminated:
         print(f"error: {stage} stopped by SIGTERM; {stopped}", file=sys.stderr)
