@@ -509,3 +509,55 @@ def test_16_bit_rgb_and_grayscale_follow_one_rule(tmp_path, value):
         info, reason = check_image(path)
         assert reason is None, reason
         assert np.all(decode_resized(path, 8) == value // 256), (path.name, np.unique(decode_resized(path, 8)))
+
+
+@pytest.mark.parametrize("damage", ["text", "bit flip", "missing"])
+def test_a_damaged_model_stops_evaluate_and_finetune_with_one_line(tmp_path, damage):
+    """data/models/*.keras that is text, has a flipped byte or is gone: `python -m
+    stages.evaluate` and `python -m stages.finetune` (which starts from train_aug_frozen's
+    model) each say so in one line naming the file, exit 2, no traceback."""
+    import io
+    import shutil
+    import zipfile
+
+    from helpers import ROOT, run_module
+
+    import numpy as np
+    import yaml
+
+    from stages.lib.outputs import save_npz, write_json
+    from stages.lib.study import classes_record
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["split"]["image_size"] = size = 48
+    params["vgg16"]["augment_bank"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    arrays = tmp_path / "data" / "split" / "arrays"
+    for split in ("train", "validation", "test", "extended"):  # a sound split: only the model is wrong
+        save_npz(arrays / f"{split}.npz", images=np.zeros((4, size, size, 3), np.uint8),
+                 labels=np.array([0, 1, 0, 1], np.uint8), files=np.array([f"{split}{i}.jpg" for i in range(4)]))
+    write_json(tmp_path / "data" / "split" / "classes.json", classes_record(("cat", "dog")))
+    models = tmp_path / "data" / "models"
+    models.mkdir(parents=True)
+    good = io.BytesIO()
+    with zipfile.ZipFile(good, "w") as archive:  # a .keras file is a zip: this one holds nothing Keras wants
+        archive.writestr("metadata.json", "{}")
+    for name in ("train_custom", "train_custom_aug", "train_feature_clf", "train_aug_frozen", "finetune"):
+        (models / f"{name}.keras").write_bytes(good.getvalue())
+    damaged = models / "train_aug_frozen.keras"
+    if damage == "text":
+        damaged.write_text("this is not a model\n")
+    elif damage == "bit flip":
+        data = bytearray(damaged.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        damaged.write_bytes(bytes(data))
+    else:
+        damaged.unlink()
+    for module in ("stages.finetune", "stages.evaluate"):
+        result = run_module(module, tmp_path)
+        assert result.returncode == 2, (module, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "data/models/" in errors[0], (module, result.stderr)
+        if module == "stages.finetune":
+            assert "data/models/train_aug_frozen.keras" in errors[0], errors[0]

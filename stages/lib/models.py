@@ -172,7 +172,18 @@ def _chain(chain_layers: list, input_shape, name: str) -> keras.Model:
     return keras.Model(inputs, x, name=name)
 
 
+MODEL_HINT = "rerun the stage that writes it (`dvc repro`), or `dvc pull` it"
+
+
 def load(path: Path | str) -> keras.Model:
     """Load a saved model in safe mode (no arbitrary code), uncompiled: for inference, or
-    to be compiled afresh (finetune), so no stale optimizer state is read."""
-    return keras.models.load_model(path, safe_mode=True, compile=False)
+    to be compiled afresh (finetune), so no stale optimizer state is read. A missing,
+    truncated or foreign file is one UserError line naming it, not Keras' traceback."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found: {MODEL_HINT}")
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as e:  # BadZipFile, ValueError, OSError, KeyError...: all mean a damaged file
+        why = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"{path} cannot be loaded as a Keras model ({type(e).__name__}: {why}): {MODEL_HINT}") from None

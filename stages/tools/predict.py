@@ -153,10 +153,7 @@ def load_predictor(name: str, image_size: int):
     from stages.lib import models
 
     path = model_file(name)
-    try:
-        model = models.load(path)
-    except Exception as e:
-        raise UserError(f"{path} cannot be loaded ({type(e).__name__}: {e}): {NOT_FOUND_HINT}") from None
+    model = models.load(path)  # a damaged file: one UserError line
     if tuple(model.input_shape[1:]) != (image_size, image_size, 3):
         raise UserError(f"{path} takes images of shape {tuple(model.input_shape[1:])} but params.yaml "
                         f"split.image_size is {image_size}: {NOT_FOUND_HINT} to retrain with it")
