@@ -517,7 +517,6 @@ def test_a_damaged_model_stops_evaluate_and_finetune_with_one_line(tmp_path, dam
     stages.evaluate` and `python -m stages.finetune` (which starts from train_aug_frozen's
     model) each say so in one line naming the file, exit 2, no traceback."""
     import io
-    import shutil
     import zipfile
 
     from helpers import ROOT, run_module
