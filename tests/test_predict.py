@@ -194,3 +194,28 @@ def test_a_model_trained_at_another_size_is_refused(tmp_path, trained):
     run = predict(root, str(trained / "photos" / "bright.png"), "--model", "train_custom")
     assert run.returncode == 2
     assert "takes images of shape (48, 48, 3) but params.yaml split.image_size is 64" in run.stderr
+
+
+def test_special_files_urls_and_heic_each_get_a_line(trained, tmp_path):
+    """A FIFO or a link to /dev/zero is never opened (one blocks, the other never ends): in a
+    folder it is counted on stderr, named it gets "not a regular file"; a URL is said to be
+    one (not "no such file: https:/..."); a HEIC photo is named as HEIC, with what to do."""
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    Image.new("RGB", (40, 40), (220, 220, 220)).save(odd / "bright.jpg")
+    os.mkfifo(odd / "pipe.jpg")
+    (odd / "zero.jpg").symlink_to("/dev/zero")
+    heic = tmp_path / "phone.heic"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    url = "https://example.com/cat.jpg"
+    run = predict(trained, str(odd), str(odd / "pipe.jpg"), str(odd / "zero.jpg"), url, str(heic))
+    assert run.returncode == 1, run.stderr
+    assert "skipped 2 file(s) in folders that are not regular files (a pipe, socket or device, or a link to one)" \
+        in run.stderr
+    rows = {r.split("\t")[0]: r.split("\t")[1:] for r in run.stdout.splitlines()}
+    assert rows[str(odd / "bright.jpg")][1] in ("cat", "dog")
+    assert rows[str(odd / "pipe.jpg")] == ["-", "error: not a regular file (a pipe, socket or device)"]
+    assert rows[str(odd / "zero.jpg")] == ["-", "error: not a regular file (a pipe, socket or device)"]
+    assert rows[url] == ["-", "error: a URL: predict reads local files; download the image first (e.g. curl -O URL)"]
+    assert rows[str(heic)] == ["-", "error: unsupported format HEIC: convert it to JPEG or PNG"]
+    assert "4 of 5 file(s) could not be read" in run.stderr and "Traceback" not in run.stderr

@@ -97,12 +97,32 @@ def check_image(path: Path) -> tuple[ImageInfo | None, str | None]:
                     return None, f"too small: {w}x{h} pixels (minimum side {MIN_SIDE})"
                 im.load()
     except UnidentifiedImageError:
-        return None, "not an image (Pillow cannot identify it)"
+        known = unsupported_format(path)
+        return None, (f"unsupported format {known}: convert it to JPEG or PNG" if known
+                      else "not an image (Pillow cannot identify it)")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         return None, f"decompression bomb: {e}"
     except (OSError, SyntaxError, ValueError) as e:
         return None, f"corrupt or truncated image: {e}"
     return ImageInfo(fmt, mode, w, h), None
+
+
+# Formats phones and browsers write that Pillow cannot read without plugins, by their ISO
+# base media file brand (bytes 8-12, after the `ftyp` box type at 4-8).
+_ISOBMFF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"heim": "HEIC", b"heis": "HEIC", b"hevc": "HEIC",
+                   b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+
+
+def unsupported_format(path: Path) -> str | None:
+    """The name of a well-known image format that Pillow cannot decode here (HEIC, HEIF,
+    AVIF, JPEG XL), from the file's first bytes; None for anything else."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[4:8] == b"ftyp":
+        return _ISOBMFF_BRANDS.get(head[8:12])
+    if head[:2] == b"\xff\x0a" or head[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
+        return "JPEG XL"
+    return None
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

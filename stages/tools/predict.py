@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -45,6 +46,7 @@ from stages.lib.images import FORMATS, check_image, decode_resized
 from stages.lib.study import (CLASSES_FILE, MODEL_NAMES, THRESHOLD, kept_val_accuracy, metrics_file, model_file,
                               read_classes)
 
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # http://, https://, s3://...: not a local file
 CHUNK = 64  # images decoded and predicted at a time: bounded memory for large folders
 # File names a folder search takes: those Pillow reads in a format the pipeline accepts.
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS)
@@ -56,7 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m stages.tools.predict",
         description="P(positive class) of image files with one of the study's trained models.",
     )
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders (recursive)")
+    # str, not Path: Path("https://x/a.jpg") would become https:/x/a.jpg and hide that it is a URL
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
     parser.add_argument("--model", help=f"one of {', '.join(MODEL_NAMES)} (default: best validation accuracy)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of tab-separated text")
     return parser.parse_args(argv)
@@ -112,19 +115,24 @@ def class_names() -> tuple[str, str]:
 # ---------------------------------------------------------------- which files
 
 
-def image_files(paths: list[Path]) -> tuple[list[Path], list[Path]]:
-    """(files to predict, files skipped in folders). A named file is always tried, so it
-    gets a line even if it is not an image; a folder contributes its image files by name."""
-    files, skipped = [], []
+def image_files(paths: list[Path]) -> tuple[list[Path], list[Path], list[Path]]:
+    """(files to predict, files skipped in folders as not images by name, special files
+    skipped in folders: pipes, sockets, devices, links to them). A named file is always
+    tried, so it gets a line even if it is not an image; a folder contributes its image
+    files by name."""
+    files, skipped, special = [], [], []
     for path in paths:
         if not path.is_dir():
             files.append(path)
             continue
         for found in sorted(path.rglob("*")):
-            if any(part.startswith(".") for part in found.relative_to(path).parts) or not found.is_file():
+            if any(part.startswith(".") for part in found.relative_to(path).parts) or found.is_dir():
                 continue
-            (files if found.suffix.lower() in IMAGE_SUFFIXES else skipped).append(found)
-    return files, skipped
+            if not found.is_file():  # never opened: reading a FIFO blocks, /dev/zero never ends
+                special.append(found)
+            else:
+                (files if found.suffix.lower() in IMAGE_SUFFIXES else skipped).append(found)
+    return files, skipped, special
 
 
 def read_image(path: Path, size: int) -> tuple[np.ndarray | None, str | None]:
@@ -133,6 +141,8 @@ def read_image(path: Path, size: int) -> tuple[np.ndarray | None, str | None]:
         return None, "no such file"
     if path.is_dir():
         return None, "a folder (search it by naming the folder itself)"
+    if not path.is_file():  # checked before opening: a FIFO blocks, a device never ends
+        return None, "not a regular file (a pipe, socket or device)"
     try:
         info, reason = check_image(path)
         return (decode_resized(path, size), None) if info else (None, reason)
@@ -177,17 +187,24 @@ def main(argv: list[str] | None = None) -> int:
     name, why = choose_model(args.model)
     classes = class_names()
     image_size = load_params("split")["split"]["image_size"]
-    files, skipped = image_files(args.paths)
+    urls = [p for p in args.paths if URL.match(p)]
+    files, skipped, special = image_files([Path(p) for p in args.paths if p not in urls])
     if skipped:
         print(f"skipped {len(skipped)} file(s) in folders that are not images by name, e.g. {skipped[0]}; "
               "name a file to try it anyway", file=sys.stderr)
-    if not files:
-        raise UserError(f"no image files in {', '.join(map(str, args.paths))}")
+    if special:
+        print(f"skipped {len(special)} file(s) in folders that are not regular files (a pipe, socket or device, "
+              f"or a link to one), e.g. {special[0]}", file=sys.stderr)
+    if not files and not urls:
+        raise UserError(f"no image files in {', '.join(args.paths)}")
     model = load_predictor(name, image_size)
     print(f"model: {name} ({why}); columns: file, P({classes[1]}), label ({classes[1]} when P >= {THRESHOLD}, "
           f"else {classes[0]})", file=sys.stderr)
 
-    failed = 0
+    failed = len(urls)
+    for url in urls:
+        print(line(url, name, classes, None, "a URL: predict reads local files; download the image first "
+                   "(e.g. curl -O URL)", args.json), flush=True)
     for chunk in chunks(files, image_size):
         readable = [image for _, image, _ in chunk if image is not None]
         p_positive = iter(model.predict(np.stack(readable), verbose=0).reshape(-1).tolist() if readable else [])
@@ -195,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             failed += error is not None
             print(line(path, name, classes, None if error else next(p_positive), error, args.json), flush=True)
     if failed:
-        print(f"{failed} of {len(files)} file(s) could not be read", file=sys.stderr)
+        print(f"{failed} of {len(files) + len(urls)} file(s) could not be read", file=sys.stderr)
     return 1 if failed else 0
 
 
