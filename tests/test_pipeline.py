@@ -82,10 +82,15 @@ def test_split_is_chollets_id_order(project):
 def test_training_stage_outputs(project, stage):
     assert (project / f"data/models/{stage}.keras").is_file()
     metrics = read_json(project / f"metrics/{stage}.json")
-    assert metrics["epochs_run"] == 2
-    assert 0.0 <= metrics["val_accuracy"] <= 1.0 and np.isfinite(metrics["val_loss"])
-    assert metrics["best_val_loss_epoch"] in (1, 2)
-    assert metrics["wall_seconds"] > 0
+    assert list(metrics) == ["epochs", "kept_epoch", "val_accuracy"] and metrics["epochs"] == 2
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0 and metrics["kept_epoch"] in (1, 2)
+    record = read_json(project / f"plots/{stage}/metrics.json")  # dvclive's summary and the run record
+    assert record["epochs_run"] == 2 and record["step"] == 2 and np.isfinite(record["val_loss"])
+    assert record["best_val_loss_epoch"] in (1, 2) and record["wall_seconds"] > 0 and record["cpu"]
+    kept = record.get("restored_epoch", 2)
+    assert metrics["kept_epoch"] == kept
+    val_accuracy = pd.read_csv(project / f"plots/{stage}/plots/metrics/val_accuracy.tsv", sep="\t")
+    assert metrics["val_accuracy"] == pytest.approx(val_accuracy["val_accuracy"][kept - 1], abs=1e-4)
     for name in ("loss", "val_loss", "accuracy", "val_accuracy"):
         rows = pd.read_csv(project / f"plots/{stage}/plots/metrics/{name}.tsv", sep="\t")
         assert rows["step"].tolist() == [1, 2], f"{stage} {name}: one row per epoch"
@@ -97,12 +102,14 @@ def test_features(project):
     with np.load(project / "data/features/train.npz", allow_pickle=False) as f:
         assert f["features"].shape == (24, 1, 1, 512)  # 48 px in, 1x1x512 out of VGG16
         assert f["labels"].tolist() == [0] * 12 + [1] * 12
+    record = read_json(project / "data/features/record.json")  # its run record, inside its cached output
+    assert record["images"] == 24 + 12 + 12 and record["wall_seconds"] > 0 and record["cpu"]
 
 
 def test_evaluate(project):
     from stages.lib.metrics import reliability_curve
 
-    results = read_json(project / "metrics/evaluate.json")
+    results = read_json(project / "metrics/runs/evaluate.json")
     assert list(results) == [*TRAINING_STAGES, "extended"]
     for name in TRAINING_STAGES:
         r = results[name]
@@ -144,7 +151,7 @@ def test_extended_metrics_are_each_models_score_on_the_extended_images(project):
 
     with np.load(project / "data/split/arrays/extended.npz", allow_pickle=False) as extended:
         images, labels = extended["images"], extended["labels"]
-    written = read_json(project / "metrics/evaluate.json")["extended"]
+    written = read_json(project / "metrics/runs/evaluate.json")["extended"]
     for name in ("train_custom", "finetune"):
         model = keras.models.load_model(project / f"data/models/{name}.keras", safe_mode=True, compile=False)
         expected = binary_metrics(labels, model.predict(images.astype(np.float32), verbose=0).reshape(-1))
@@ -183,12 +190,12 @@ def test_report(project):
     text = (project / "plots/report.md").read_text()
     test_part, extended_part = text.split("## Extended test set (4 images)")
     lines, extended_lines = test_part.splitlines(), extended_part.split("## Training runs")[0].splitlines()
-    results = read_json(project / "metrics/evaluate.json")
+    results = read_json(project / "metrics/runs/evaluate.json")
     for name in TRAINING_STAGES:
         r = results[name]
         row = [line for line in lines if line.startswith("| ") and f"| `{name}` | {r['accuracy']:.3f} (" in line]
         assert len(row) == 1 and row[0].endswith(f"| {r['n']} |"), name
-        kept = read_json(project / f"metrics/{name}.json").get("restored_epoch")  # restore_best's epoch
+        kept = read_json(project / f"plots/{name}/metrics.json").get("restored_epoch")  # restore_best's epoch
         diagnosis = diagnose(read_history(project / "plots" / name), kept)
         assert diagnosis.epochs == 2
         assert (project / f"plots/evaluate/misclassified_{name}.png").stat().st_size > 1000
@@ -211,8 +218,12 @@ def test_report(project):
 def test_dvc_shows_metrics_and_plots(project):
     shown = dvc(project, "metrics", "show", "--json").stdout
     assert "finetune" in shown and "accuracy" in shown
-    flat = json.loads(shown)[""]["data"]["metrics/evaluate.json"]["data"]
-    assert flat["finetune"]["ece"] >= 0 and flat["extended"]["finetune"]["n"] == 4
+    shown = json.loads(shown)[""]["data"]
+    record = read_json(project / "metrics/runs/evaluate.json")
+    for name in TRAINING_STAGES:
+        test = shown[f"metrics/test/{name}.json"]["data"]
+        assert test["accuracy"] == round(record[name]["accuracy"], 3) and test["ece"] >= 0
+        assert test["extended_accuracy"] == round(record["extended"][name]["accuracy"], 3)
     result = dvc(project, "plots", "show", "-o", str(project / "plots_html"))
     assert result.stderr.strip() == "", result.stderr  # no plot failed to load
     page = (project / "plots_html" / "index.html").read_text().split("<body>", 1)[1]
@@ -356,3 +367,15 @@ def test_a_wiped_workspace_comes_back_without_retraining(project):
         assert (project / "data/models/finetune.keras").is_file() and (project / "plots/report.md").is_file()
         assert (project / "plots/train_custom/plots/metrics/loss.tsv").is_file()
         assert dvc(project, "status").stdout.strip().endswith("up to date.")
+
+
+def test_dvc_metrics_show_fits_a_screen(project):
+    """`dvc metrics show --md`: a few numbers per stage (the run records are elsewhere), so
+    every line fits in 160 columns, with each model's test accuracy in it."""
+    shown = dvc(project, "metrics", "show", "--md").stdout
+    assert max(len(line) for line in shown.splitlines()) <= 160, shown
+    record = read_json(project / "metrics/runs/evaluate.json")
+    for name in TRAINING_STAGES:
+        row = [line for line in shown.splitlines() if f"metrics/test/{name}.json" in line]
+        assert len(row) == 1 and f"| {round(record[name]['accuracy'], 3)} " in row[0], shown
+    assert "wall_seconds" not in shown and "cpu" not in shown
