@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import TRAINING_STAGES, dvc, git, make_project, ran_stages, tiny_params, write_kaggle_folder
+from helpers import ROOT, TRAINING_STAGES, dvc, git, make_project, ran_stages, tiny_params, write_kaggle_folder
 
 pytestmark = pytest.mark.slow  # every test reads one `dvc repro` of the whole pipeline
 
@@ -369,13 +369,64 @@ def test_a_wiped_workspace_comes_back_without_retraining(project):
         assert dvc(project, "status").stdout.strip().endswith("up to date.")
 
 
+# What a training stage and evaluate give `dvc metrics show`: a few numbers each; the rest is
+# in their run records (stages/lib/study.py).
+TRAINING_METRICS = {"epochs", "kept_epoch", "val_accuracy"}
+TEST_METRICS = {"accuracy", "ci_low", "ci_high", "roc_auc", "log_loss", "ece", "extended_accuracy"}
+
+
 def test_dvc_metrics_show_fits_a_screen(project):
-    """`dvc metrics show --md`: a few numbers per stage (the run records are elsewhere), so
-    every line fits in 160 columns, with each model's test accuracy in it."""
-    shown = dvc(project, "metrics", "show", "--md").stdout
+    """`dvc metrics show` of the training and test metrics fits in 160 columns with each
+    model's test accuracy in it, and no metrics file holds provenance (time, machine)."""
+    models = [f"metrics/{name}.json" for name in TRAINING_STAGES] + ["metrics/test"]
+    shown = dvc(project, "metrics", "show", *models).stdout
     assert max(len(line) for line in shown.splitlines()) <= 160, shown
     record = read_json(project / "metrics/runs/evaluate.json")
     for name in TRAINING_STAGES:
-        row = [line for line in shown.splitlines() if f"metrics/test/{name}.json" in line]
-        assert len(row) == 1 and f"| {round(record[name]['accuracy'], 3)} " in row[0], shown
-    assert "wall_seconds" not in shown and "cpu" not in shown
+        (row,) = [line.split() for line in shown.splitlines() if line.startswith(f"metrics/test/{name}.json ")]
+        assert str(round(record[name]["accuracy"], 3)) == row[1], shown  # the first column: accuracy
+    everything = json.loads(dvc(project, "metrics", "show", "--json").stdout)[""]["data"]
+    for path in (f"metrics/{name}.json" for name in TRAINING_STAGES):
+        assert set(everything[path]["data"]) == TRAINING_METRICS, path
+    for path in (f"metrics/test/{name}.json" for name in TRAINING_STAGES):
+        assert set(everything[path]["data"]) == TEST_METRICS, path
+
+
+def test_metrics_diff_of_an_experiment_is_its_model_alone(project):
+    """After an experiment on one model, `dvc metrics diff` lists that stage's metrics and
+    its test numbers: no provenance, nothing of the other models (evaluate scores them
+    again, to the same numbers)."""
+    git(project, "add", "-A")  # the finished study, committed: what `dvc metrics diff` compares with
+    git(project, "commit", "-q", "-m", "the study")
+    dvc(project, "exp", "run", "-S", "train_custom.dropout=0.3")
+    diff = json.loads(dvc(project, "metrics", "diff", "--json").stdout)
+    assert set(diff) <= {"metrics/train_custom.json", "metrics/test/train_custom.json"}, diff
+    assert "metrics/test/train_custom.json" in diff, diff
+    assert set(diff.get("metrics/train_custom.json", {})) <= TRAINING_METRICS, diff
+    assert set(diff["metrics/test/train_custom.json"]) <= TEST_METRICS, diff
+
+
+def readme_command(start: str) -> list[str]:
+    """The README's command line that starts with `start`, as arguments."""
+    import shlex
+
+    (line,) = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith(start)]
+    return shlex.split(line.split("  #")[0])
+
+
+def test_exp_show_fits_a_screen(project, monkeypatch):
+    """The README's `dvc exp show` on 200 columns, with two experiments: the param they
+    changed and the test accuracies, nothing DVC had to cut (`…`), no hashes or times. The
+    tiny study's models all score 0.5, so train_custom's test accuracy is kept explicitly
+    (with real data the experiment changes it and --only-changed shows it)."""
+    monkeypatch.setenv("COLUMNS", "200")
+    for name, dropout in (("show-a", "0.1"), ("show-b", "0.2")):
+        dvc(project, "exp", "run", "-n", name, "-S", f"train_custom.dropout={dropout}")
+    command = readme_command("dvc exp show")
+    shown = dvc(project, *command[1:], "--no-pager", "--keep", "metrics/test/train_custom.json:accuracy").stdout
+    assert max(len(line) for line in shown.splitlines()) <= 200 and "…" not in shown, shown
+    header = shown.splitlines()[1].split()
+    assert header == ["Experiment", "metrics/test/train_custom.json:accuracy", "train_custom.dropout"], shown
+    rows = {line.split()[-3].strip("[]"): line.split()[-2:] for line in shown.splitlines() if "[show-" in line}
+    record = read_json(project / "metrics/runs/evaluate.json")  # the workspace: show-b, the last one run
+    assert rows["show-a"][1] == "0.1" and rows["show-b"] == [str(round(record["train_custom"]["accuracy"], 3)), "0.2"], shown
