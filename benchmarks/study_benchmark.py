@@ -1,7 +1,9 @@
 """Study benchmark: a finished study's stage timings against this machine's compute bound.
 
-Reads the per-stage metrics a `dvc repro` wrote (`metrics/*.json`) and the params each
-stage ran with (dvc.lock, else params.yaml). For every stage it counts the FLOPs of the
+Reads the per-stage run records a `dvc repro` wrote (the folder that holds `--metrics`:
+data/features/record.json, plots/<stage>/metrics.json, metrics/runs/evaluate.json; see
+stages/lib/study.py), split's counts (metrics/split.json) and the params each stage ran
+with (dvc.lock, else params.yaml). For every stage it counts the FLOPs of the
 work it did, phase by phase, from the models built with stages/lib/models.py at the study's
 image size (benchmarks/model_flops.py: conv and dense multiply-adds; a training step is the
 forward and backward pass, frozen layers forward only):
@@ -49,7 +51,7 @@ import time
 from pathlib import Path
 
 from benchmarks import benchmark  # machine_info, repro_timings
-from stages.lib.study import MODEL_NAMES, METRICS_DIR, metrics_file
+from stages.lib.study import FEATURES_RECORD_FILE, MODEL_NAMES, METRICS_DIR, run_file, training_record_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,6 +82,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def record_file(study: Path, stage: str) -> Path:
+    """Where the study in folder `study` keeps the run record of `stage`."""
+    if stage == "extract_features":
+        return study / FEATURES_RECORD_FILE
+    if stage == "evaluate":
+        return study / run_file(stage)
+    return study / training_record_file(stage)
 
 
 def study_params(lock: Path, params_file: Path) -> dict[str, dict]:
@@ -305,7 +316,7 @@ def study_report(args) -> dict:
     counts = split_counts(args.metrics)
     found, missing, skipped = {}, [], {}
     for stage in ("extract_features", *MODEL_NAMES, "evaluate"):
-        metrics = read_json(args.metrics / metrics_file(stage).name)
+        metrics = read_json(record_file(args.metrics.parent, stage))
         if metrics is None:
             missing.append(stage)
         elif outdated := old_format(stage, metrics):

@@ -1,15 +1,17 @@
 """Stage `evaluate`: every model on the same 1000 test images, and the study's report.
 
-metrics/evaluate.json (per model: accuracy with 95% interval, loss, ROC AUC, precision,
-recall, F1, confusion counts, n, and the calibration of P(positive class): ECE over 15 equal-width
-bins and the Brier score; under "extended", each model on the extended test set, when
-`split` wrote one); under plots/evaluate/ per model its predictions (and on the extended
+metrics/test/<model>.json (DVC metrics, one row per model in `dvc metrics show`: test
+accuracy with its 95% interval, ROC AUC, log loss, ECE and the extended-test accuracy, to 3
+decimals); metrics/runs/evaluate.json (the full record, per model: accuracy with 95%
+interval, loss, ROC AUC, precision, recall, F1, confusion counts, n, and the calibration of
+P(positive class): ECE over 15 equal-width bins and the Brier score; under "extended", each model on
+the extended test set, when `split` wrote one); under plots/evaluate/ per model its predictions (and on the extended
 test set, under predictions_extended/), ROC curve, reliability curve, most confidently
 misclassified images, Grad-CAM heatmaps and learning curves (drawn here from each training
 stage's dvclive history, so a change to a figure reruns this stage alone);
 plots/report.md: the results, what each phase of the study shows, paired comparisons of
 the models (McNemar, on both test sets), the figures, and a diagnosis of each training run
-(with the epoch it kept, from metrics/<stage>.json); and data/export/<model>/: each model
+(with the epoch it kept, from its run record, plots/<stage>/metrics.json); and data/export/<model>/: each model
 as a TensorFlow SavedModel.
 
 The exports are made here, one stage for all five, rather than by each training stage: a
@@ -26,13 +28,14 @@ import pandas as pd
 
 from stages.lib.params import UserError, load_params, run_stage
 from stages.lib.study import (DESCRIPTIONS, EVALUATE_DIR, EXPORT_DIR, MODEL_NAMES, PLOTS_DIR, REPORT_FILE,
-                              SUMMARY_FIGURES, THRESHOLD, metrics_file, model_figure, model_file, read_classes)
+                              SUMMARY_FIGURES, THRESHOLD, model_figure, model_file, read_classes, run_file,
+                              test_metrics_file)
 
 STAGE = "evaluate"
 # Per Grad-CAM grid: up to this many of the most confident errors, and as many of the most
 # confidently correct images of each class. Bounded cost: at most 24 images per model.
 GRADCAM_PER_GROUP = 8
-# What the extended test set reports per model (metrics/evaluate.json "extended").
+# What the extended test set reports per model (metrics/runs/evaluate.json "extended").
 EXTENDED_KEYS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "roc_auc", "n")
 
 
@@ -93,6 +96,18 @@ def prediction_frame(split: dict, probs: np.ndarray, classes: tuple[str, str]) -
                          "predicted": named[predicted_labels(probs)], "p_positive": probs.round(6)})
 
 
+def compared_metrics(test: dict, extended: dict | None) -> dict:
+    """What `dvc metrics show`, `dvc metrics diff` and `dvc exp show` hold for one model
+    (test_metrics_file): test accuracy with its 95% interval, ROC AUC, log loss, calibration
+    (ECE) and the extended-test accuracy. The rest (precision, recall, counts, Brier) is in
+    the run record and the report."""
+    compared = {"accuracy": test["accuracy"], "ci_low": test["accuracy_ci_low"], "ci_high": test["accuracy_ci_high"],
+                "roc_auc": test["roc_auc"], "log_loss": test["loss"], "ece": test["ece"],
+                **({"extended_accuracy": extended["accuracy"]} if extended else {})}
+    # Three decimals: accuracies are counts over 1000 images, and the table stays narrow.
+    return {k: None if v is None else round(v, 3) for k, v in compared.items()}
+
+
 def rounded(values: dict) -> dict:
     """Metrics for JSON: floats to 5 places; NaN (AUC of one class only) as null."""
     return {k: None if isinstance(v, float) and np.isnan(v) else round(v, 5) for k, v in values.items()}
@@ -150,10 +165,12 @@ def main() -> None:
         evaluation_figures(results, predictions, out, classes)
         reliability_diagram(reliability, out / SUMMARY_FIGURES["reliability"], classes[1])
         stage_curves(list(MODEL_NAMES), PLOTS_DIR, out)
-    metrics = {k: rounded(r) for k, r in results.items()}
+    record = {k: rounded(r) for k, r in results.items()}
     if extended_results:
-        metrics["extended"] = {k: rounded(r) for k, r in extended_results.items()}
-    write_json(metrics_file(STAGE), metrics)
+        record["extended"] = {k: rounded(r) for k, r in extended_results.items()}
+    write_json(run_file(STAGE), record)
+    for name in MODEL_NAMES:
+        write_json(test_metrics_file(name), compared_metrics(record[name], record.get("extended", {}).get(name)))
     study_report(results, DESCRIPTIONS, PLOTS_DIR, REPORT_FILE, classes, extended_results, predictions,
                  extended_predictions, kept_epochs(list(MODEL_NAMES)))
     print(f"report: {REPORT_FILE}; SavedModels: {EXPORT_DIR}/")

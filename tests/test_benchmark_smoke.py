@@ -176,8 +176,9 @@ def test_old_format_metrics_are_recognised():
 
 
 def synthetic_study(root: Path) -> None:
-    """A finished study's record, new format: metrics/ (split counts, every timed stage, an
-    evaluate with per-model scores), a dvc.lock listing the VGG16 stages' params (augment
+    """A finished study's record, new format: split's counts in metrics/, each stage's run
+    record where the study keeps it (study.py: every timed stage, an evaluate with per-model
+    scores), a dvc.lock listing the VGG16 stages' params (augment
     bank of 2 copies) and a params.yaml edited since (no bank, float32 asked for)."""
     import yaml
 
@@ -195,9 +196,13 @@ def synthetic_study(root: Path) -> None:
         "evaluate": {stage: {"accuracy": 0.9, "precision": 0.9, "n": 1000} for stage in epochs},
     }
     metrics["train_aug_frozen"]["frozen_seconds"] = 60.0
+    from benchmarks.study_benchmark import record_file
+
     (root / "metrics").mkdir()
+    (root / "metrics" / "split.json").write_text(json.dumps(metrics.pop("split")))
     for name, values in metrics.items():
-        (root / "metrics" / f"{name}.json").write_text(json.dumps(values))
+        record_file(root, name).parent.mkdir(parents=True, exist_ok=True)
+        record_file(root, name).write_text(json.dumps(values))
     vgg16 = {"preprocessing": "imagenet", "augment_bank": 2}
     head = {"dense_units": 256, "dropout": 0.5}
     lock = {"schema": "2.0", "stages": {

@@ -72,7 +72,7 @@ def test_committed_metrics_and_report_are_what_the_run_wrote():
     files = {out["path"]: out["md5"] for entry in LOCK.values()
              for kind in ("outs", "metrics", "plots") for out in entry.get(kind, [])
              if not out["path"].startswith("data/") and (ROOT / out["path"]).is_file()}
-    assert "metrics/evaluate.json" in files and "plots/report.md" in files
+    assert "metrics/runs/evaluate.json" in files and "metrics/test/finetune.json" in files and "plots/report.md" in files
     stale = [path for path, locked in files.items() if md5(ROOT / path) != locked]
     assert not stale, f"edited after the run (or written by another run): {stale}"
 

@@ -200,8 +200,10 @@ def test_running_median():
 
 
 def committed(stage: str) -> diagnosis.Diagnosis:
-    metrics = json.loads((ROOT / "metrics" / f"{stage}.json").read_text())
-    return diagnosis.diagnose(diagnosis.read_history(ROOT / "plots" / stage), metrics.get("restored_epoch"))
+    record = json.loads((ROOT / "plots" / stage / "metrics.json").read_text())  # its run record
+    if "epochs_run" not in record:  # TRANSITIONAL: a run before the records moved; drop once the study is rerun
+        record = json.loads((ROOT / "metrics" / f"{stage}.json").read_text())
+    return diagnosis.diagnose(diagnosis.read_history(ROOT / "plots" / stage), record.get("restored_epoch"))
 
 
 def test_committed_small_convnet_overfits_from_about_epoch_12():

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import TRAINING_STAGES, dvc, git, make_project, ran_stages, tiny_params, write_kaggle_folder
+from helpers import ROOT, TRAINING_STAGES, dvc, git, make_project, ran_stages, tiny_params, write_kaggle_folder
 
 pytestmark = pytest.mark.slow  # every test reads one `dvc repro` of the whole pipeline
 
@@ -84,10 +84,15 @@ def test_split_is_chollets_id_order(project):
 def test_training_stage_outputs(project, stage):
     assert (project / f"data/models/{stage}.keras").is_file()
     metrics = read_json(project / f"metrics/{stage}.json")
-    assert metrics["epochs_run"] == 2
-    assert 0.0 <= metrics["val_accuracy"] <= 1.0 and np.isfinite(metrics["val_loss"])
-    assert metrics["best_val_loss_epoch"] in (1, 2)
-    assert metrics["wall_seconds"] > 0
+    assert list(metrics) == ["epochs", "kept_epoch", "val_accuracy"] and metrics["epochs"] == 2
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0 and metrics["kept_epoch"] in (1, 2)
+    record = read_json(project / f"plots/{stage}/metrics.json")  # dvclive's summary and the run record
+    assert record["epochs_run"] == 2 and record["step"] == 2 and np.isfinite(record["val_loss"])
+    assert record["best_val_loss_epoch"] in (1, 2) and record["wall_seconds"] > 0 and record["cpu"]
+    kept = record.get("restored_epoch", 2)
+    assert metrics["kept_epoch"] == kept
+    val_accuracy = pd.read_csv(project / f"plots/{stage}/plots/metrics/val_accuracy.tsv", sep="\t")
+    assert metrics["val_accuracy"] == pytest.approx(val_accuracy["val_accuracy"][kept - 1], abs=1e-4)
     for name in ("loss", "val_loss", "accuracy", "val_accuracy"):
         rows = pd.read_csv(project / f"plots/{stage}/plots/metrics/{name}.tsv", sep="\t")
         assert rows["step"].tolist() == [1, 2], f"{stage} {name}: one row per epoch"
@@ -99,12 +104,14 @@ def test_features(project):
     with np.load(project / "data/features/train.npz", allow_pickle=False) as f:
         assert f["features"].shape == (24, 1, 1, 512)  # 48 px in, 1x1x512 out of VGG16
         assert f["labels"].tolist() == [0] * 12 + [1] * 12
+    record = read_json(project / "data/features/record.json")  # its run record, inside its cached output
+    assert record["images"] == 24 + 12 + 12 and record["wall_seconds"] > 0 and record["cpu"]
 
 
 def test_evaluate(project):
     from stages.lib.metrics import reliability_curve
 
-    results = read_json(project / "metrics/evaluate.json")
+    results = read_json(project / "metrics/runs/evaluate.json")
     assert list(results) == [*TRAINING_STAGES, "extended"]
     for name in TRAINING_STAGES:
         r = results[name]
@@ -145,7 +152,7 @@ def test_extended_metrics_are_each_models_score_on_the_extended_images(project):
 
     with np.load(project / "data/split/arrays/extended.npz", allow_pickle=False) as extended:
         images, labels = extended["images"], extended["labels"]
-    written = read_json(project / "metrics/evaluate.json")["extended"]
+    written = read_json(project / "metrics/runs/evaluate.json")["extended"]
     for name in ("train_custom", "finetune"):
         model = keras.models.load_model(project / f"data/models/{name}.keras", safe_mode=True, compile=False)
         expected = binary_metrics(labels, model.predict(images.astype(np.float32), verbose=0).reshape(-1))
@@ -186,12 +193,12 @@ def test_report(project):
     text = (project / "plots/report.md").read_text()
     test_part, extended_part = text.split("## Extended test set (4 images)")
     lines, extended_lines = test_part.splitlines(), extended_part.split("## Training runs")[0].splitlines()
-    results = read_json(project / "metrics/evaluate.json")
+    results = read_json(project / "metrics/runs/evaluate.json")
     for name in TRAINING_STAGES:
         r = results[name]
         row = [line for line in lines if line.startswith("| ") and f"| `{name}` | {r['accuracy']:.3f} (" in line]
         assert len(row) == 1 and row[0].endswith(f"| {r['n']} |"), name
-        kept = read_json(project / f"metrics/{name}.json").get("restored_epoch")  # restore_best's epoch
+        kept = read_json(project / f"plots/{name}/metrics.json").get("restored_epoch")  # restore_best's epoch
         diagnosis = diagnose(read_history(project / "plots" / name), kept)
         assert diagnosis.epochs == 2
         assert (project / f"plots/evaluate/misclassified_{name}.png").stat().st_size > 1000
@@ -214,8 +221,12 @@ def test_report(project):
 def test_dvc_shows_metrics_and_plots(project):
     shown = dvc(project, "metrics", "show", "--json").stdout
     assert "finetune" in shown and "accuracy" in shown
-    flat = json.loads(shown)[""]["data"]["metrics/evaluate.json"]["data"]
-    assert flat["finetune"]["ece"] >= 0 and flat["extended"]["finetune"]["n"] == 4
+    shown = json.loads(shown)[""]["data"]
+    record = read_json(project / "metrics/runs/evaluate.json")
+    for name in TRAINING_STAGES:
+        test = shown[f"metrics/test/{name}.json"]["data"]
+        assert test["accuracy"] == round(record[name]["accuracy"], 3) and test["ece"] >= 0
+        assert test["extended_accuracy"] == round(record["extended"][name]["accuracy"], 3)
     result = dvc(project, "plots", "show", "-o", str(project / "plots_html"))
     assert result.stderr.strip() == "", result.stderr  # no plot failed to load
     page = (project / "plots_html" / "index.html").read_text().split("<body>", 1)[1]
@@ -389,3 +400,66 @@ def test_a_wiped_workspace_comes_back_without_retraining(project):
         assert (project / "data/models/finetune.keras").is_file() and (project / "plots/report.md").is_file()
         assert (project / "plots/train_custom/plots/metrics/loss.tsv").is_file()
         assert dvc(project, "status").stdout.strip().endswith("up to date.")
+
+
+# What a training stage and evaluate give `dvc metrics show`: a few numbers each; the rest is
+# in their run records (stages/lib/study.py).
+TRAINING_METRICS = {"epochs", "kept_epoch", "val_accuracy"}
+TEST_METRICS = {"accuracy", "ci_low", "ci_high", "roc_auc", "log_loss", "ece", "extended_accuracy"}
+
+
+def test_dvc_metrics_show_fits_a_screen(project):
+    """`dvc metrics show` of the training and test metrics fits in 160 columns with each
+    model's test accuracy in it, and no metrics file holds provenance (time, machine)."""
+    models = [f"metrics/{name}.json" for name in TRAINING_STAGES] + ["metrics/test"]
+    shown = dvc(project, "metrics", "show", *models).stdout
+    assert max(len(line) for line in shown.splitlines()) <= 160, shown
+    record = read_json(project / "metrics/runs/evaluate.json")
+    for name in TRAINING_STAGES:
+        (row,) = [line.split() for line in shown.splitlines() if line.startswith(f"metrics/test/{name}.json ")]
+        assert str(round(record[name]["accuracy"], 3)) == row[1], shown  # the first column: accuracy
+    everything = json.loads(dvc(project, "metrics", "show", "--json").stdout)[""]["data"]
+    for path in (f"metrics/{name}.json" for name in TRAINING_STAGES):
+        assert set(everything[path]["data"]) == TRAINING_METRICS, path
+    for path in (f"metrics/test/{name}.json" for name in TRAINING_STAGES):
+        assert set(everything[path]["data"]) == TEST_METRICS, path
+
+
+def test_metrics_diff_of_an_experiment_is_its_model_alone(project):
+    """After an experiment on one model, `dvc metrics diff` lists that stage's metrics and
+    its test numbers: no provenance, nothing of the other models (evaluate scores them
+    again, to the same numbers)."""
+    git(project, "add", "-A")  # the finished study, committed: what `dvc metrics diff` compares with
+    git(project, "commit", "-q", "-m", "the study")
+    dvc(project, "exp", "run", "-S", "train_custom.dropout=0.3")
+    diff = json.loads(dvc(project, "metrics", "diff", "--json").stdout)
+    assert set(diff) <= {"metrics/train_custom.json", "metrics/test/train_custom.json"}, diff
+    assert "metrics/test/train_custom.json" in diff, diff
+    assert set(diff.get("metrics/train_custom.json", {})) <= TRAINING_METRICS, diff
+    assert set(diff["metrics/test/train_custom.json"]) <= TEST_METRICS, diff
+
+
+def readme_command(start: str) -> list[str]:
+    """The README's command line that starts with `start`, as arguments."""
+    import shlex
+
+    (line,) = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith(start)]
+    return shlex.split(line.split("  #")[0])
+
+
+def test_exp_show_fits_a_screen(project, monkeypatch):
+    """The README's `dvc exp show` on 200 columns, with two experiments: the param they
+    changed and the test accuracies, nothing DVC had to cut (`…`), no hashes or times. The
+    tiny study's models all score 0.5, so train_custom's test accuracy is kept explicitly
+    (with real data the experiment changes it and --only-changed shows it)."""
+    monkeypatch.setenv("COLUMNS", "200")
+    for name, dropout in (("show-a", "0.1"), ("show-b", "0.2")):
+        dvc(project, "exp", "run", "-n", name, "-S", f"train_custom.dropout={dropout}")
+    command = readme_command("dvc exp show")
+    shown = dvc(project, *command[1:], "--no-pager", "--keep", "metrics/test/train_custom.json:accuracy").stdout
+    assert max(len(line) for line in shown.splitlines()) <= 200 and "…" not in shown, shown
+    header = shown.splitlines()[1].split()
+    assert header == ["Experiment", "metrics/test/train_custom.json:accuracy", "train_custom.dropout"], shown
+    rows = {line.split()[-3].strip("[]"): line.split()[-2:] for line in shown.splitlines() if "[show-" in line}
+    record = read_json(project / "metrics/runs/evaluate.json")  # the workspace: show-b, the last one run
+    assert rows["show-a"][1] == "0.1" and rows["show-b"] == [str(round(record["train_custom"]["accuracy"], 3)), "0.2"], shown

@@ -64,14 +64,13 @@ def predict(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """Two models that disagree: train_custom says bright = dog, finetune says bright = cat.
-    finetune restored its best epoch, whose validation accuracy (0.95) beats train_custom's
-    0.90; its last epoch (0.60) would not. The test split favours train_custom: ignored."""
+    finetune kept its epoch 3, whose validation accuracy (0.95) beats train_custom's 0.50. The test split favours train_custom: ignored."""
     root = project(
         tmp_path_factory.mktemp("project"),
         models={"train_custom": brightness_model(+1), "finetune": brightness_model(-1)},
         metrics={
-            "train_custom": {"val_accuracy": 0.90, "val_accuracy_at_best_val_loss": 0.50},
-            "finetune": {"val_accuracy": 0.60, "val_accuracy_at_best_val_loss": 0.95, "restored_epoch": 3},
+            "train_custom": {"epochs": 2, "kept_epoch": 2, "val_accuracy": 0.50},
+            "finetune": {"epochs": 5, "kept_epoch": 3, "val_accuracy": 0.95},
             "evaluate": {"train_custom": {"accuracy": 0.99}, "finetune": {"accuracy": 0.51}},
         },
     )

@@ -85,7 +85,7 @@ def test_two_queued_experiments_run_in_parallel(tmp_path, random_vgg16_weights, 
     spans = []
     for e in exps:
         metrics = e["data"]["metrics"]["metrics/train_feature_clf.json"]["data"]
-        assert metrics["epochs_run"] == 2 and 0 <= metrics["val_accuracy"] <= 1
+        assert metrics["epochs"] == 2 and 0 <= metrics["val_accuracy"] <= 1
         # only the changed stage reran: the queued runs reused download, split and features
         log = dvc(project, "queue", "logs", e["name"]).stdout
         assert ran_stages(log) == [TARGET], log

@@ -36,7 +36,7 @@ Kept as is.
 
 
 def fake_metrics(path: Path, models=MODELS, extended: bool = True) -> dict:
-    """metrics/evaluate.json as `evaluate` writes it: per model, and under "extended" the
+    """metrics/runs/evaluate.json as `evaluate` writes it: per model, and under "extended" the
     extended test set's metrics per model (when there is one)."""
     results = {}
     for i, name in enumerate(models):
@@ -65,8 +65,8 @@ def table_rows(text: str) -> list[list[str]]:
 def test_fills_the_table_between_the_markers(tmp_path):
     (tmp_path / "README.md").write_text(README)
     (tmp_path / "README.md").chmod(0o644)
-    (tmp_path / "metrics").mkdir()
-    results = fake_metrics(tmp_path / "metrics" / "evaluate.json")
+    (tmp_path / "metrics" / "runs").mkdir(parents=True)
+    results = fake_metrics(tmp_path / "metrics" / "runs" / "evaluate.json")
 
     result = run(tmp_path)
     assert result.returncode == 0, result.stderr
@@ -97,7 +97,7 @@ def test_fills_the_table_between_the_markers(tmp_path):
     assert run(tmp_path).returncode == 0 and (tmp_path / "README.md").read_text() == text
     assert run(tmp_path, "--check").returncode == 0
     results["finetune"]["accuracy"] = 0.5
-    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(results))
+    (tmp_path / "metrics" / "runs" / "evaluate.json").write_text(json.dumps(results))
     check = run(tmp_path, "--check")
     assert check.returncode == 1 and "out of date" in check.stderr
     assert (tmp_path / "README.md").read_text() == text
@@ -105,7 +105,7 @@ def test_fills_the_table_between_the_markers(tmp_path):
     assert "0.500 (" in (tmp_path / "README.md").read_text()
     # So does a change on the extended test set alone.
     results["extended"]["finetune"]["accuracy"] = 0.25
-    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(results))
+    (tmp_path / "metrics" / "runs" / "evaluate.json").write_text(json.dumps(results))
     assert run(tmp_path, "--check").returncode == 1
     assert run(tmp_path).returncode == 0 and run(tmp_path, "--check").returncode == 0
     assert "| 0.250 (1000) |" in (tmp_path / "README.md").read_text()
@@ -115,7 +115,8 @@ def test_no_extended_test_set_is_a_dash(tmp_path):
     """split.extended_per_class: 0 (or nothing left over): evaluate writes no "extended"."""
     (tmp_path / "README.md").write_text(README)
     fake_metrics(tmp_path / "evaluate.json", extended=False)
-    assert readme_table.main(["--readme", str(tmp_path / "README.md"), "--metrics", str(tmp_path / "evaluate.json")]) == 0
+    assert readme_table.main(["--readme", str(tmp_path / "README.md"), "--metrics", str(tmp_path / "evaluate.json"),
+                             "--root", str(tmp_path)]) == 0
     text = (tmp_path / "README.md").read_text()
     body = {row[1].strip("`"): row for row in table_rows(text)[2:]}
     assert list(body) == list(MODELS) and all(row[3] == "-" for row in body.values())
@@ -126,7 +127,7 @@ def test_missing_metrics_file_says_so(tmp_path):
     (tmp_path / "README.md").write_text(README)
     result = run(tmp_path)
     assert result.returncode != 0
-    assert "metrics/evaluate.json not found" in result.stderr
+    assert "metrics/runs/evaluate.json not found" in result.stderr
     assert (tmp_path / "README.md").read_text() == README
 
 
@@ -146,34 +147,39 @@ def test_bad_markers_are_an_error(tmp_path, readme):
 def test_a_model_absent_from_metrics_is_shown_as_such(tmp_path):
     (tmp_path / "README.md").write_text(README)
     fake_metrics(tmp_path / "evaluate.json", models=MODELS[:2])
-    assert readme_table.main(["--readme", str(tmp_path / "README.md"), "--metrics", str(tmp_path / "evaluate.json")]) == 0
+    assert readme_table.main(["--readme", str(tmp_path / "README.md"), "--metrics", str(tmp_path / "evaluate.json"),
+                             "--root", str(tmp_path)]) == 0
     body = {row[1].strip("`"): row for row in table_rows((tmp_path / "README.md").read_text())[2:]}
     assert body["train_custom"][2].startswith("0.700 (")
     assert body["finetune"][2].startswith("not in ")
 
 
 def test_stage_table_from_the_stage_metrics(tmp_path):
-    """The per-stage table: every number comes from metrics/<stage>.json; the epoch kept and
-    its validation accuracy when the stage restored its best epoch."""
-    metrics = tmp_path / "metrics"
-    metrics.mkdir()
+    """The per-stage table: epochs, the epoch kept and its validation accuracy from
+    metrics/<stage>.json; time and machine from each stage's run record."""
+    from stages.lib.study import FEATURES_RECORD_FILE, metrics_file, training_record_file
+
+    def write(path, values):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(json.dumps(values))
+
     machine = {"cpu": "Test CPU", "cpu_kind": "avx2", "gpus": 0, "precision": "float32"}
-    (metrics / "extract_features.json").write_text(json.dumps(
-        {"images": 4000, "images_per_second": 70.0, "bank_images": 20000, "bank_images_per_second": 80.5,
-         "wall_seconds": 300.0, **machine}))
+    write(FEATURES_RECORD_FILE, {"images": 4000, "images_per_second": 70.0, "bank_images": 20000,
+                                 "bank_images_per_second": 80.5, "wall_seconds": 300.0, **machine})
     for i, stage in enumerate(MODELS):
-        m = {"epochs_run": 30 + i, "val_accuracy": 0.7, "val_accuracy_at_best_val_loss": 0.8, "wall_seconds": 60.0 * i,
-             "seconds_per_epoch": 2.5, "train_images_per_second": 800.0, **machine}
-        if stage == "train_custom_aug":
-            m["restored_epoch"] = 21
-        (metrics / f"{stage}.json").write_text(json.dumps(m))
-    block = readme_table.stage_table(metrics)
+        kept = 21 if stage == "train_custom_aug" else 30 + i
+        write(metrics_file(stage), {"epochs": 30 + i, "kept_epoch": kept, "val_accuracy": 0.8 if kept == 21 else 0.7})
+        write(training_record_file(stage), {"epochs_run": 30 + i, "wall_seconds": 60.0 * i, "seconds_per_epoch": 2.5,
+                                            "train_images_per_second": 800.0, **machine})
+    block = readme_table.stage_table(tmp_path)
     rows = {r[0]: r for r in (line.strip("|").split("|") for line in block.splitlines() if line.startswith("| `"))}
     assert [c.strip() for c in rows[" `train_custom_aug` "][1:4]] == ["31 (21)", "0.800", "1.0 min"]
     assert [c.strip() for c in rows[" `train_custom` "][1:3]] == ["30 (30)", "0.700"]
     assert "4000 images at 70.0/s; bank 20000 at 80.5/s" in rows[" `extract_features` "][1]
     assert "Test CPU (avx2)" in block and "float32" in block
     assert f"{(300 + 60 * sum(range(len(MODELS)))) / 60:.0f} min in all" in block
+    (tmp_path / FEATURES_RECORD_FILE).unlink()  # a clone before `dvc pull`
+    assert "| `extract_features` | not in `data/features/record.json` |" in readme_table.stage_table(tmp_path)
 
 
 @pytest.mark.parametrize("correct, cell", [(975, ".975: met"), (974, ".975: short by .001"), (1000, ".975: met"),

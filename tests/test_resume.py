@@ -99,8 +99,8 @@ def test_rerun_resumes_after_last_completed_epoch(resumed):
     assert f"resuming from data/checkpoints/train_custom after epoch {done}" in output, output
     assert "starting fresh" not in output
     metrics = json.loads((project / "metrics/train_custom.json").read_text())
-    assert metrics["epochs_run"] == EPOCHS
-    assert 1 <= metrics["best_val_loss_epoch"] <= EPOCHS
+    assert metrics["epochs"] == EPOCHS
+    assert 1 <= metrics["kept_epoch"] <= EPOCHS
 
 
 @pytest.mark.slow
@@ -136,7 +136,7 @@ def test_param_change_after_kill_starts_fresh(resumed, killed):
     output = result.stdout + result.stderr
     assert "checkpoint in data/checkpoints/train_custom is for other params or inputs: starting fresh" in output, output
     assert "resuming" not in output
-    assert json.loads((project / "metrics/train_custom.json").read_text())["epochs_run"] == 3
+    assert json.loads((project / "metrics/train_custom.json").read_text())["epochs"] == 3
     assert all(steps == [1, 2, 3] for steps in curve_steps(project).values())
     assert not (project / "data/checkpoints/train_custom").exists()
 
@@ -182,5 +182,5 @@ def test_damaged_checkpoint_of_a_killed_run_does_not_block_the_stage(resumed, ki
     output = result.stdout + result.stderr
     assert "checkpoint in data/checkpoints/train_custom is unreadable" in output and "starting fresh" in output, output
     assert "resuming" not in output
-    assert json.loads((project / "metrics/train_custom.json").read_text())["epochs_run"] == EPOCHS
+    assert json.loads((project / "metrics/train_custom.json").read_text())["epochs"] == EPOCHS
     assert (project / "data/checkpoints/train_custom.unreadable").is_dir()

@@ -15,8 +15,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from stages.lib.study import (METRICS_DIR, SUMMARY_FIGURES, THRESHOLD, best_row,  # noqa: E402
-                              data_plots_dir, evaluate_dir, history_dir, metrics_file, model_figure)
+from stages.lib.study import (PLOTS_DIR, SUMMARY_FIGURES, THRESHOLD, best_row,  # noqa: E402
+                              data_plots_dir, evaluate_dir, history_dir, model_figure, training_record_file)
 from stages.figures.evaluation import image_grid  # noqa: E402
 from stages.lib.outputs import save_figure  # noqa: E402
 
@@ -200,16 +200,17 @@ def stage_curves(stages: list[str], plots_dir: Path, out_dir: Path) -> None:
         training_curves(history, f"{stage}: loss and accuracy per epoch", out_dir / model_figure("curves", stage))
 
 
-def kept_epochs(stages: list[str], metrics_dir: Path = METRICS_DIR) -> dict[str, int]:
+def kept_epochs(stages: list[str], plots_dir: Path = PLOTS_DIR) -> dict[str, int]:
     """stage -> the epoch whose weights it saved, for the stages that kept their best epoch
-    (`restored_epoch` in metrics/<stage>.json); a stage without the key kept its last."""
+    (`restored_epoch` in its run record, study.training_record_file); a stage without the
+    key kept its last."""
     import json
 
     kept = {}
     for stage in stages:
-        path = metrics_file(stage, metrics_dir)
-        if path.is_file() and "restored_epoch" in (metrics := json.loads(path.read_text())):
-            kept[stage] = int(metrics["restored_epoch"])
+        path = training_record_file(stage, plots_dir)
+        if path.is_file() and "restored_epoch" in (record := json.loads(path.read_text())):
+            kept[stage] = int(record["restored_epoch"])
     return kept
 
 

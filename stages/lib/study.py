@@ -22,12 +22,6 @@ def best_row(history: list[dict]) -> dict:
     return min(history, key=lambda row: row["val_loss"])
 
 
-def kept_val_accuracy(metrics: dict) -> float:
-    """The validation accuracy of the weights a training stage saved, from its metrics: a
-    stage that restored its best epoch saved that epoch's weights, not the last one's."""
-    return metrics["val_accuracy_at_best_val_loss"] if "restored_epoch" in metrics else metrics["val_accuracy"]
-
-
 # ---------------------------------------------------------------- paths (relative to the project root)
 
 RAW_DIR = Path("data/raw")
@@ -140,8 +134,44 @@ def artifacts() -> dict[str, dict]:
     }
 
 
+# Where each stage's numbers go. DVC metrics (what `dvc metrics show`, `dvc metrics diff` and
+# `dvc exp show` print, a few numbers each, so the table fits a screen) are apart from the run
+# records (everything a stage measured: timings, machine, all scores). A record is never an
+# uncached `outs:` of a stage that takes long: DVC (3.67) saves no run-cache entry for a stage
+# with one (tests/test_dvc_run_cache.py), so each record sits inside an output the stage has.
+
+
 def metrics_file(stage: str, metrics_dir: Path = METRICS_DIR) -> Path:
+    """A stage's DVC metrics. A training stage's: {"epochs", "kept_epoch", "val_accuracy"},
+    the accuracy of the epoch whose weights it saved."""
     return metrics_dir / f"{stage}.json"
+
+
+def test_metrics_file(model: str, metrics_dir: Path = METRICS_DIR) -> Path:
+    """`evaluate`'s DVC metrics of one model on the test split (and its accuracy on the
+    extended test): one file per model, so that `dvc metrics show` prints one row per model."""
+    return metrics_dir / "test" / f"{model}.json"
+
+
+def run_file(stage: str, metrics_dir: Path = METRICS_DIR) -> Path:
+    """A run record kept in git that is no DVC metric: `evaluate`'s full record, per model
+    every score it measured (an uncached `outs:` entry; evaluate takes minutes, not hours)."""
+    return metrics_dir / "runs" / f"{stage}.json"
+
+
+def training_record_file(stage: str, plots_dir: Path = PLOTS_DIR) -> Path:
+    """A training stage's run record: dvclive's summary in its history folder (a `plots:`
+    output, so the stage keeps its run-cache), with what the run cost and kept (final and
+    best losses and accuracies, restored_epoch, seconds per epoch, images/s, wall seconds,
+    CPU, precision)."""
+    return history_dir(stage, plots_dir) / "metrics.json"
+
+
+# extract_features' run record (images/s, bank size and time, wall seconds, CPU, precision):
+# inside its cached output, beside the features it describes, so it travels with them
+# through the run-cache and the remote. It has no plots folder, and no DVC metric: nothing it
+# measures is compared between experiments.
+FEATURES_RECORD_FILE = FEATURES_DIR / "record.json"
 
 
 def history_dir(stage: str, plots_dir: Path = PLOTS_DIR) -> Path:

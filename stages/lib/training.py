@@ -24,7 +24,7 @@ from stages.lib.outputs import atomic_path, write_json
 from stages.lib.params import UserError
 from stages.lib.runtime import configure, machine, strategy_scope
 from stages.lib.study import (ARRAYS_DIR, BANK_FILE, HISTORY_KEYS, best_row, checkpoints_dir, history_dir, metrics_file,
-                              model_file)
+                              model_file, training_record_file)
 
 
 VALIDATION_BATCH = 200
@@ -224,7 +224,7 @@ class Run:
     history: list[dict]
     n_train: int
     wall_seconds: float
-    extra: dict = field(default_factory=dict)  # numbers for metrics: frozen_seconds, restored_epoch
+    extra: dict = field(default_factory=dict)  # numbers for its record: frozen_seconds, restored_epoch
 
 
 def train(
@@ -301,7 +301,7 @@ def train(
 
     key = fingerprint(params, list(data_files))
     # Validation is inference: a bigger batch than training's is a little faster on 2 cores
-    # (tests/benchmarks: 1.09x at 200 against 20) and gives the same mean loss and accuracy.
+    # (benchmarks/: 1.09x at 200 against 20) and gives the same mean loss and accuracy.
     val_ds = datasets.eval_batches(val_inputs, val_labels, max(batch, VALIDATION_BATCH))
     trained, history = fit(stage, trainable, make_train_ds, val_ds, cfg["epochs"], cfg["early_stopping"], key,
                            cfg["restore_best"])
@@ -337,21 +337,32 @@ def train_vgg16_augmented(stage: str, build_model: Callable[[int], keras.Model],
 
 
 def restored(cfg: dict, history: list[dict]) -> dict:
-    """{"restored_epoch": N} for metrics when the stage kept its best epoch, else {}."""
+    """{"restored_epoch": N} for the record when the stage kept its best epoch, else {}."""
     return {"restored_epoch": best_epoch(history)} if cfg["restore_best"] or cfg["early_stopping"] else {}
 
 
 def save(stage: str, model: keras.Model, run: Run) -> None:
-    """Write the stage's model and metrics/<stage>.json; then drop its checkpoint."""
+    """Write the stage's model, its DVC metrics (kept_metrics) and its run record (summarize
+    and the machine, into dvclive's summary: training_record_file); then drop its checkpoint."""
     with atomic_path(model_file(stage), suffix=".keras") as tmp:
         model.save(tmp)
-    write_json(metrics_file(stage), {**summarize(run.history, run.n_train, run.wall_seconds, **run.extra),
-                                     **machine()})
+    record_file = training_record_file(stage)
+    summary = json.loads(record_file.read_text()) if record_file.is_file() else {}  # dvclive's, at Live.end()
+    write_json(record_file, {**summary, **summarize(run.history, run.n_train, run.wall_seconds, **run.extra),
+                             **machine()})
+    write_json(metrics_file(stage), kept_metrics(run.history, run.extra.get("restored_epoch")))
     shutil.rmtree(checkpoints_dir() / stage, ignore_errors=True)
 
 
+def kept_metrics(history: list[dict], restored_epoch: int | None) -> dict:
+    """The stage's DVC metrics, what a user compares between runs: the epochs run, the epoch
+    whose weights were saved and that epoch's validation accuracy. The rest is its record."""
+    kept = next(row for row in history if row["epoch"] == restored_epoch) if restored_epoch else history[-1]
+    return {"epochs": len(history), "kept_epoch": kept["epoch"], "val_accuracy": round(kept["val_accuracy"], 4)}
+
+
 def summarize(history: list[dict], n_train: int, wall_seconds: float, **extra) -> dict:
-    """Final and best validation metrics of a run (numbers only, for dvc metrics)."""
+    """A run's record: final and best losses and accuracies, and what it cost."""
     best = best_row(history)
     last = history[-1]
     seconds = statistics.median(r["seconds"] for r in history)

@@ -43,8 +43,7 @@ from PIL import Image
 
 from stages.lib.params import UserError, load_params, run_stage
 from stages.lib.images import FORMATS, check_image, decode_resized
-from stages.lib.study import (CLASSES_FILE, MODEL_NAMES, THRESHOLD, kept_val_accuracy, metrics_file, model_file,
-                              read_classes)
+from stages.lib.study import CLASSES_FILE, MODEL_NAMES, THRESHOLD, metrics_file, model_file, read_classes
 
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # http://, https://, s3://...: not a local file
 CHUNK = 64  # images decoded and predicted at a time: bounded memory for large folders
@@ -69,12 +68,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def validation_accuracy(stage: str) -> float | None:
-    """The stage's validation accuracy of the weights it saved, or None without metrics."""
+    """The stage's validation accuracy of the weights it saved, or None without metrics: its
+    DVC metric `val_accuracy`, of the epoch it kept (training.kept_metrics)."""
     path = metrics_file(stage)
     if not path.is_file():
         return None
     try:
-        return float(kept_val_accuracy(json.loads(path.read_text())))
+        return float(json.loads(path.read_text())["val_accuracy"])
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path} has no readable validation accuracy ({type(e).__name__}: {e}); {NOT_FOUND_HINT}") from None
 

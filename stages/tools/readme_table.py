@@ -1,6 +1,7 @@
-"""Fill the README's results table from metrics/evaluate.json, and its per-stage
-table (epochs, epoch kept, wall time, images/s, CPU, precision) from metrics/<stage>.json;
-never by hand:
+"""Fill the README's results table from evaluate's record (metrics/runs/evaluate.json), and
+its per-stage table (epochs, epoch kept, wall time, images/s, CPU, precision) from each
+stage's DVC metrics and run record (metrics/<stage>.json, plots/<stage>/metrics.json,
+data/features/record.json: see stages/lib/study.py); never by hand:
 
     python -m stages.tools.readme_table            # rewrite the tables in README.md
     python -m stages.tools.readme_table --check    # exit 1 if README.md's tables are out of date
@@ -20,14 +21,15 @@ import json
 import sys
 from pathlib import Path
 
-from stages.lib.study import DESCRIPTIONS, MODEL_NAMES, README_FILE, kept_val_accuracy, metrics_file
+from stages.lib.study import (DESCRIPTIONS, FEATURES_RECORD_FILE, METRICS_DIR, MODEL_NAMES, PLOTS_DIR, README_FILE,
+                              metrics_file, run_file, training_record_file)
 
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
 STAGES_START = "<!-- stages:start -->"  # the per-stage table: epochs, time, machine
 STAGES_END = "<!-- stages:end -->"
 README = README_FILE
-METRICS = metrics_file("evaluate")
+METRICS = run_file("evaluate")
 EXTENDED = "extended"  # the key of the extended test set's metrics, beside the models
 
 # Quoted reference values (not measured here), in the study's order of models.
@@ -127,34 +129,48 @@ def table(results: dict, metrics_path: Path = METRICS) -> str:
     return "\n".join(rows)
 
 
-def stage_table(metrics_dir: Path) -> str:
+def read_record(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def stage_table(root: Path) -> str:
     """The per-stage block: how each stage of the committed run trained and what it cost,
-    from metrics/<stage>.json (epochs, epoch kept, wall time, images/s, CPU, precision)."""
+    under the project folder `root`: epochs, epoch kept and its validation accuracy from the
+    training stage's DVC metrics; wall time, s/epoch, images/s, CPU and precision from its
+    run record (extract_features': inside data/features, there after `dvc pull`)."""
     rows = ["| stage | epochs (kept) | val accuracy (kept epoch) | wall | s/epoch | train images/s | CPU | precision |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     total = 0.0
     for stage in ("extract_features", *MODEL_NAMES):
-        path = metrics_file(stage, metrics_dir)
-        if not path.is_file():
-            rows.append(f"| `{stage}` | not in `{path.as_posix()}` | | | | | | |")
+        record_path = root / (FEATURES_RECORD_FILE if stage == "extract_features"
+                              else training_record_file(stage, PLOTS_DIR))
+        metrics_path = root / metrics_file(stage, METRICS_DIR)
+        r = read_record(record_path)
+        m = None if stage == "extract_features" else read_record(metrics_path)
+        missing = record_path if r is None else metrics_path if m is None and stage != "extract_features" else None
+        if missing is not None:
+            rows.append(f"| `{stage}` | not in `{missing.relative_to(root).as_posix()}` | | | | | | |")
             continue
-        m = json.loads(path.read_text())
-        total += m.get("wall_seconds", 0)
-        machine = f"{m.get('cpu', '?')} ({m.get('cpu_kind', '?')})"
-        wall = f"{m.get('wall_seconds', 0) / 60:.1f} min"
+        total += r.get("wall_seconds", 0)
+        machine = f"{r.get('cpu', '?')} ({r.get('cpu_kind', '?')})"
+        wall = f"{r.get('wall_seconds', 0) / 60:.1f} min"
         if stage == "extract_features":
-            done = f"{m['images']} images at {m['images_per_second']}/s"
-            if m.get("bank_images"):
-                done += f"; bank {m['bank_images']} at {m['bank_images_per_second']}/s"
-            rows.append(f"| `{stage}` | {done} | | {wall} | | | {machine} | {m.get('precision', '?')} |")
+            done = f"{r['images']} images at {r['images_per_second']}/s"
+            if r.get("bank_images"):
+                done += f"; bank {r['bank_images']} at {r['bank_images_per_second']}/s"
+            rows.append(f"| `{stage}` | {done} | | {wall} | | | {machine} | {r.get('precision', '?')} |")
             continue
-        kept = m.get("restored_epoch", m["epochs_run"])
-        val = kept_val_accuracy(m)
-        rows.append(f"| `{stage}` | {m['epochs_run']} ({kept}) | {val:.3f} | {wall} | {m['seconds_per_epoch']:.1f} | "
-                    f"{m['train_images_per_second']:.0f} | {machine} | {m.get('precision', '?')} |")
-    rows += ["", f"Training and feature extraction: {total / 60:.0f} min in all, from `{metrics_dir.as_posix()}/*.json` "
-             "by `python -m stages.tools.readme_table`. A stage that kept its best epoch (`restore_best`) shows that "
-             "epoch's validation accuracy."]
+        try:
+            rows.append(f"| `{stage}` | {m['epochs']} ({m['kept_epoch']}) | {m['val_accuracy']:.3f} | {wall} | "
+                        f"{r['seconds_per_epoch']:.1f} | {r['train_images_per_second']:.0f} | {machine} | "
+                        f"{r.get('precision', '?')} |")
+        except KeyError as e:  # written by older code: rerun the stage
+            raise TableError(f"{metrics_path} or {record_path} has no {e}: written by an older run of {stage}, "
+                             "rerun it (dvc repro)") from None
+    rows += ["", f"Training and feature extraction: {total / 60:.0f} min in all, from `{METRICS_DIR.as_posix()}/<stage>.json` "
+             f"and the run records (`{training_record_file('<stage>', PLOTS_DIR).as_posix()}`, "
+             f"`{FEATURES_RECORD_FILE.as_posix()}`) by `python -m stages.tools.readme_table`. A stage that kept its best "
+             "epoch (`restore_best`) shows that epoch's validation accuracy."]
     return "\n".join(rows)
 
 
@@ -172,7 +188,8 @@ def fill(readme_text: str, block: str, start: str = START, end: str = END) -> st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--readme", type=Path, default=README)
-    parser.add_argument("--metrics", type=Path, default=METRICS)
+    parser.add_argument("--metrics", type=Path, default=METRICS, help="evaluate's record")
+    parser.add_argument("--root", type=Path, default=Path("."), help="the project, for the per-stage table")
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 if the table is out of date")
     args = parser.parse_args(argv)
     try:
@@ -181,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             raise TableError(f"{args.readme} not found")
         before = args.readme.read_text()
         after = fill(before, table(results, args.metrics))
-        after = fill(after, stage_table(args.metrics.parent), STAGES_START, STAGES_END)
+        after = fill(after, stage_table(args.root), STAGES_START, STAGES_END)
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
