@@ -34,9 +34,12 @@ from stages.lib.params import UserError, load_params, printable, run_stage
 from stages.lib.images import FORMATS, check_image, file_stems, parse_name, sha256_file
 from stages.lib.outputs import atomic_dir, atomic_path, remove_leftovers, write_csv, write_json
 from stages.lib.sources import OFFLINE_HINT, convert_vgg16_weights, materialize_images, materialize_weights
-from stages.lib.study import RAW_DIR, WEIGHTS_FILE, metrics_file
+from stages.lib.study import RAW_DIR, WEIGHTS_FILE
 
-METRICS_FILE = metrics_file("download")
+# Images kept per class, files rejected, bytes: inside data/raw (a record that travels with the
+# images it counts, no DVC metric; an uncached outs: would cost this stage its run-cache, and a
+# rerun downloads the images again).
+RECORD_FILE = RAW_DIR / "summary.json"
 WORK_PREFIX = ".download-"  # data/.download-XXXX: this stage's temporary folder
 SYSTEM_FILES = {"Thumbs.db", ".DS_Store", "desktop.ini"}
 # A source's own split folders (lower-cased) and the split each one is read as by `split`:
@@ -229,7 +232,7 @@ def scan_class_folders(source: Path, files: list[Path], rejected: list[dict]) ->
 
 def remove_leftovers_of_killed_runs() -> None:
     """A SIGKILL leaves no chance to clean up: the next run does it."""
-    removed = remove_leftovers(RAW_DIR, WEIGHTS_FILE, METRICS_FILE)
+    removed = remove_leftovers(RAW_DIR, WEIGHTS_FILE)
     for work in sorted(RAW_DIR.parent.glob(f"{WORK_PREFIX}*")):
         shutil.rmtree(work, ignore_errors=True)
         removed.append(work)
@@ -279,20 +282,14 @@ def main() -> None:
                       .assign(source_path=lambda t: t["source_path"].map(printable)))
             write_csv(out / "rejected.csv", rejected.assign(path=rejected["path"].map(printable),
                                                             reason=rejected["reason"].map(printable)))
+            counts = manifest["label"].value_counts()
+            write_json(out / RECORD_FILE.name, {"images": {label: int(counts[label]) for label in sorted(counts.index)},
+                                                "rejected": int(len(rejected)), "bytes": int(manifest["bytes"].sum())})
 
         weights_src = materialize_weights(cfg["vgg16_weights"], work)
         with atomic_path(WEIGHTS_FILE, suffix=".weights.h5") as tmp:
             convert_vgg16_weights(weights_src, tmp)
 
-    counts = manifest["label"].value_counts()
-    write_json(
-        METRICS_FILE,
-        {
-            "images": {label: int(counts[label]) for label in sorted(counts.index)},
-            "rejected": int(len(rejected)),
-            "bytes": int(manifest["bytes"].sum()),
-        },
-    )
     print(f"download: {len(manifest)} images kept, {len(rejected)} rejected (see {RAW_DIR}/rejected.csv)")
     if len(rejected):
         print(printable(rejected.groupby("reason").size().to_string()))

@@ -42,9 +42,9 @@ import pandas as pd
 from stages.lib.params import UserError, load_params, run_stage
 from stages.lib.images import decode_resized
 from stages.lib.outputs import atomic_dir, remove_leftovers, save_npz, write_csv, write_json
-from stages.lib.study import CLASSES_FILE, DATA_PLOTS_DIR, RAW_DIR, SPLIT_DIR, SPLITS, classes_record, metrics_file
+from stages.lib.study import CLASSES_FILE, DATA_PLOTS_DIR, RAW_DIR, SPLIT_DIR, SPLITS, classes_record, run_file
 
-METRICS_FILE = metrics_file("split")
+RECORD_FILE = run_file("split")  # images per split and class: a record, not a DVC metric
 # The class folders of the first study, cats vs. dogs: its committed data/split keeps them.
 CLASS_FOLDERS = {"cat": "cats", "dog": "dogs"}
 
@@ -60,7 +60,7 @@ def study_classes(manifest: pd.DataFrame, cfg: dict) -> tuple[str, str]:
     found = sorted(manifest["label"].astype(str).unique())
     if len(found) != 2:
         raise UserError(f"{RAW_DIR}/manifest.csv has {len(found)} class{'es' * (len(found) != 1)} ({', '.join(found) or 'no images'}); "
-                        "the study needs exactly two: check download.source (see metrics/download.json)")
+                        "the study needs exactly two: check download.source (see data/raw/summary.json)")
     named = cfg["classes"]
     if named is None:
         return found[0], found[1]
@@ -192,7 +192,7 @@ def write_split(index: pd.DataFrame, classes: tuple[str, str], size: int, out: P
 def main() -> None:
     cfg = load_params("split")["split"]
     # A SIGKILLed run leaves its temporaries (data/.split.XXXX, ...) beside the outputs.
-    removed = remove_leftovers(SPLIT_DIR, DATA_PLOTS_DIR, METRICS_FILE)
+    removed = remove_leftovers(SPLIT_DIR, DATA_PLOTS_DIR, RECORD_FILE)
     if removed:
         print(f"split: removed what an interrupted run left: {', '.join(map(str, removed))}")
     try:
@@ -221,7 +221,7 @@ def main() -> None:
     data_figures(index, classes, SPLIT_DIR, DATA_PLOTS_DIR, {c: class_folder(c) for c in classes})
     counts = pd.concat([index, extra.assign(split="extended")]).groupby(["split", "label"]).size()
     write_json(
-        METRICS_FILE,
+        RECORD_FILE,
         {
             **{s: {c: int(counts.get((s, c), 0)) for c in classes} for s in (*SPLITS, "extended")},
             "duplicates_dropped": int(len(dropped)),

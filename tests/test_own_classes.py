@@ -60,9 +60,9 @@ def test_two_class_folders_with_any_names(tmp_path, random_vgg16_weights):
     # ids: each class's rank by path, so the same folder gives the same split
     ants = manifest[manifest.label == "Große Ameise"].sort_values("id")
     assert ants.id.tolist() == list(range(20)) and ants.source_path.is_monotonic_increasing
-    assert read(project, "metrics/download.json") == {
+    assert read(project, "data/raw/summary.json") == {
         "images": {"Große Ameise": 20, "bees and wasps": 22}, "rejected": 1, "bytes": int(manifest.bytes.sum())}
-    split = read(project, "metrics/split.json")
+    split = read(project, "metrics/runs/split.json")
     assert split["train"] == {"Große Ameise": 8, "bees and wasps": 8} and split["test"]["bees and wasps"] == 4
     assert split["extended"] == {"Große Ameise": 4, "bees and wasps": 6}
     for name in ("Große Ameise", "bees and wasps"):
@@ -82,7 +82,7 @@ def test_train_val_source_keeps_its_split_val_is_test(tmp_path, random_vgg16_wei
     manifest = pd.read_csv(project / "data/raw/manifest.csv")
     assert manifest.groupby(["source_split", "label"]).size().to_dict() == {
         ("train", "ants"): 15, ("train", "bees"): 12, ("val", "ants"): 7, ("val", "bees"): 9}
-    split = read(project, "metrics/split.json")
+    split = read(project, "metrics/runs/split.json")
     # test is val/ whole (test_per_class does not apply); train and validation come out of train/
     assert split["test"] == {"ants": 7, "bees": 9}
     assert split["train"] == {"ants": 7, "bees": 6} and split["validation"] == {"ants": 3, "bees": 3}
@@ -97,7 +97,7 @@ def test_train_val_test_source_maps_one_to_one(tmp_path, random_vgg16_weights):
         write_class(tmp_path / "src" / folder / "normal", "cat", n, start)
         write_class(tmp_path / "src" / folder / "pneumonia", "dog", n + 1, start)
     project = run_split(tmp_path, tmp_path / "src", random_vgg16_weights, train_per_class=10)
-    split = read(project, "metrics/split.json")
+    split = read(project, "metrics/runs/split.json")
     assert split["train"] == {"normal": 10, "pneumonia": 10}
     assert split["validation"] == {"normal": 4, "pneumonia": 5} and split["test"] == {"normal": 5, "pneumonia": 6}
     assert split["extended"] == {"normal": 0, "pneumonia": 1}
@@ -108,7 +108,7 @@ def test_fractions_keep_a_one_to_four_ratio_in_every_split(tmp_path, random_vgg1
     write_class(tmp_path / "src" / "common", "dog", 80)
     project = run_split(tmp_path, tmp_path / "src", random_vgg16_weights, train_per_class=0.6, val_per_class=0.2,
                         test_per_class=0.2, order="shuffle")
-    split = read(project, "metrics/split.json")
+    split = read(project, "metrics/runs/split.json")
     for name in ("train", "validation", "test"):
         assert split[name]["common"] == 4 * split[name]["rare"], (name, split[name])
     assert split["train"] == {"common": 48, "rare": 12} and split["extended"] == {"common": 0, "rare": 0}
@@ -192,7 +192,7 @@ def test_file_names_that_are_not_utf8_are_kept_and_escaped(tmp_path, random_vgg1
     project = run_split(tmp_path, source, random_vgg16_weights, train_per_class=6, val_per_class=3, test_per_class=3)
     manifest = pd.read_csv(project / "data/raw/manifest.csv")
     assert "ants/caf\\xe9 ant.jpg" in manifest["source_path"].tolist()
-    assert read(project, "metrics/download.json")["images"] == {"ants": 13, "bees": 12}
+    assert read(project, "data/raw/summary.json")["images"] == {"ants": 13, "bees": 12}
 
     bad = tmp_path / "bad"
     write_class(bad / "bees", "dog", 12)

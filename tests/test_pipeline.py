@@ -49,7 +49,7 @@ def test_download_outputs(project):
     assert all((raw / "images" / f).is_file() for f in manifest["file"])
     assert pd.read_csv(raw / "rejected.csv").empty
     assert (project / "data/weights/vgg16_notop.weights.h5").stat().st_size > 50_000_000
-    assert read_json(project / "metrics/download.json") == {"images": {"cat": 27, "dog": 27}, "rejected": 0, "bytes": int(manifest["bytes"].sum())}
+    assert read_json(project / "data/raw/summary.json") == {"images": {"cat": 27, "dog": 27}, "rejected": 0, "bytes": int(manifest["bytes"].sum())}
 
 
 def test_split_is_chollets_id_order(project):
@@ -66,7 +66,7 @@ def test_split_is_chollets_id_order(project):
         with np.load(project / f"data/split/arrays/{split}.npz", allow_pickle=False) as arrays:
             assert arrays["images"].shape == (2 * n, 48, 48, 3) and arrays["images"].dtype == np.uint8
             assert arrays["labels"].tolist() == [0] * n + [1] * n
-    split_metrics = read_json(project / "metrics/split.json")
+    split_metrics = read_json(project / "metrics/runs/split.json")
     assert split_metrics["train"] == {"cat": 12, "dog": 12} and split_metrics["test"] == {"cat": 6, "dog": 6}
     assert split_metrics["unused_images"] == 6 and split_metrics["extended"] == {"cat": 2, "dog": 2}
     assert read_json(project / "data/split/classes.json") == {"classes": ["cat", "dog"], "positive": "dog"}
@@ -373,9 +373,10 @@ def test_a_wiped_workspace_comes_back_without_retraining(project):
     """Completed stages come back from DVC's cache. A clone of a committed run has the
     git-kept metrics/ and plots/: `dvc checkout` brings back the DVC-cached data and models,
     and `dvc repro` trains nothing. With metrics/ and plots/ gone too (a later session, a
-    run nobody committed), the run-cache restores every stage but `evaluate`, whose git-kept
-    folder is an `outs:` entry and so is never in the run-cache (dvc.yaml says why;
-    test_dvc_run_cache.py): it alone reruns, in seconds here, in minutes on the real data."""
+    run nobody committed), the run-cache restores every stage but `split` and `evaluate`, whose
+    git-kept records are `outs:` entries and so are never in the run-cache (dvc.yaml says why;
+    test_dvc_run_cache.py): they alone rerun, in seconds here, in minutes on the real data;
+    `download` comes back, so nothing is downloaded again."""
     import shutil
 
     before = {p.relative_to(project).as_posix(): p.read_bytes() for p in (project / "metrics").glob("*.json")}
@@ -385,9 +386,9 @@ def test_a_wiped_workspace_comes_back_without_retraining(project):
     assert ran_stages(result.stdout) == [], result.stdout
     assert dvc(project, "status").stdout.strip().endswith("up to date.")
 
-    # Everything gone: the run-cache brings back all but evaluate, which reruns; once
-    # `dvc commit -f` has recorded the run, evaluate comes back too.
-    for commit_first, reran in ((False, ["evaluate"]), (True, [])):
+    # Everything gone: the run-cache brings back all but split and evaluate, which rerun; once
+    # `dvc commit -f` has recorded the run, they come back too.
+    for commit_first, reran in ((False, ["split", "evaluate"]), (True, [])):
         if commit_first:
             dvc(project, "commit", "-f")
         for name in ("data", "metrics", "plots"):

@@ -45,7 +45,7 @@ def test_download_keeps_every_real_photo(project):
     for row in manifest.itertuples():
         copied = project / "data/raw/images" / row.file
         assert copied.read_bytes() == (SHARED_IMAGES / row.file).read_bytes(), "bytes unchanged"
-    metrics = json.loads((project / "metrics/download.json").read_text())
+    metrics = json.loads((project / "data/raw/summary.json").read_text())
     assert metrics["images"] == {"cat": 20, "dog": 20} and metrics["rejected"] == 0
 
 
@@ -57,7 +57,7 @@ def test_split_of_real_photos(project):
         images = arrays["images"]
         assert images.shape == (20, 150, 150, 3) and images.dtype == np.uint8
         assert images.std() > 20, "real photos, not blank arrays"
-    metrics = json.loads((project / "metrics/split.json").read_text())
+    metrics = json.loads((project / "metrics/runs/split.json").read_text())
     assert metrics["train"] == {"cat": 10, "dog": 10} and metrics["test"] == {"cat": 5, "dog": 5}
 
 

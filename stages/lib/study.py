@@ -154,8 +154,10 @@ def test_metrics_file(model: str, metrics_dir: Path = METRICS_DIR) -> Path:
 
 
 def run_file(stage: str, metrics_dir: Path = METRICS_DIR) -> Path:
-    """A run record kept in git that is no DVC metric: `evaluate`'s full record, per model
-    every score it measured (an uncached `outs:` entry; evaluate takes minutes, not hours)."""
+    """A run record kept in git that is no DVC metric (an uncached `outs:` entry, so only
+    for stages that take minutes, not hours: DVC keeps no run-cache for them): the images
+    per split and class of `split`, and `evaluate`'s full record, per model every score it
+    measured."""
     return metrics_dir / "runs" / f"{stage}.json"
 
 
