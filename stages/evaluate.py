@@ -28,7 +28,7 @@ import pandas as pd
 
 from stages.lib.params import UserError, load_params, run_stage
 from stages.lib.study import (DESCRIPTIONS, EVALUATE_DIR, EXPORT_DIR, MODEL_NAMES, PLOTS_DIR, REPORT_FILE,
-                              SUMMARY_FIGURES, THRESHOLD, model_figure, model_file, read_classes, run_file,
+                              SUMMARY_FIGURES, TEST_METRICS, THRESHOLD, model_figure, model_file, read_classes, run_file,
                               test_metrics_file)
 
 STAGE = "evaluate"
@@ -104,6 +104,7 @@ def compared_metrics(test: dict, extended: dict | None) -> dict:
     compared = {"accuracy": test["accuracy"], "ci_low": test["accuracy_ci_low"], "ci_high": test["accuracy_ci_high"],
                 "roc_auc": test["roc_auc"], "log_loss": test["loss"], "ece": test["ece"],
                 **({"extended_accuracy": extended["accuracy"]} if extended else {})}
+    assert tuple(compared) == TEST_METRICS[:len(compared)], compared  # the order study.TEST_METRICS declares
     # Three decimals: accuracies are counts over 1000 images, and the table stays narrow.
     return {k: None if v is None else round(v, 3) for k, v in compared.items()}
 

@@ -31,7 +31,7 @@ from PIL import Image
 
 from helpers import ROOT, SHARED_IMAGES, shared_missing, synthetic_image
 
-from stages.lib.study import MODEL_NAMES, SUMMARY_FIGURES, classes_record, model_figure
+from stages.lib.study import MODEL_NAMES, SUMMARY_FIGURES, classes_record, model_figure, test_metrics_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -51,7 +51,7 @@ def tiny_convnet(seed: int) -> keras.Model:
     inputs = keras.Input((SIZE, SIZE, 3), name="image")
     x = layers.Conv2D(4, 3, activation="relu")(layers.Rescaling(1 / 255)(inputs))
     x = layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, layers.Dense(1, activation="sigmoid", name="p_dog")(x))
+    return keras.Model(inputs, layers.Dense(1, activation="sigmoid", name="p_positive")(x))
 
 
 def figure_png(path: Path, colour: tuple[int, int, int]) -> None:
@@ -78,13 +78,12 @@ def project(tmp_path_factory) -> Path:
         folder.mkdir(parents=True)
         for i in range(3):
             synthetic_image(label, i).save(folder / f"{label}.{1500 + i}.jpg")
-    scores = {name: {"accuracy": 0.7 + 0.05 * i, "accuracy_ci_low": 0.65 + 0.05 * i,
-                     "accuracy_ci_high": 0.75 + 0.05 * i, "loss": 0.5 - 0.05 * i, "roc_auc": 0.8 + 0.03 * i,
-                     "ece": 0.1 - 0.015 * i, "n": 6}
-              for i, name in enumerate(MODEL_NAMES)}
-    scores["extended"] = {name: {"accuracy": 0.71 + 0.05 * i} for i, name in enumerate(MODEL_NAMES)}
-    (root / "metrics").mkdir()
-    (root / "metrics" / "evaluate.json").write_text(json.dumps(scores))
+    (root / "metrics" / "test").mkdir(parents=True)
+    for i, name in enumerate(MODEL_NAMES):  # what evaluate writes as DVC metrics
+        scores = {"accuracy": 0.7 + 0.05 * i, "ci_low": 0.65 + 0.05 * i, "ci_high": 0.75 + 0.05 * i,
+                  "roc_auc": 0.8 + 0.03 * i, "log_loss": 0.5 - 0.05 * i, "ece": 0.1 - 0.015 * i,
+                  "extended_accuracy": 0.71 + 0.05 * i}
+        test_metrics_file(name, root / "metrics").write_text(json.dumps(scores))
     evaluate = root / "plots" / "evaluate"
     for i, name in enumerate(MODEL_NAMES):
         for kind in ("curves", "gradcam", "misclassified"):
@@ -200,12 +199,12 @@ def test_a_real_photo_gets_what_predict_says(page, browser, project, tmp_path, m
     assert list(shown) == list(MODEL_NAMES)
     headers = [th.text for th in card.find_elements("css selector", "th")]
     assert headers[:2] == ["model", "P(dog)"]
-    metrics = json.loads((project / "metrics" / "evaluate.json").read_text())
+    metrics = {name: json.loads(test_metrics_file(name, project / "metrics").read_text()) for name in MODEL_NAMES}
     for name, result in shown.items():
         expected = predict_tool(project, REAL_PHOTO, name, monkeypatch, capsys)
-        assert abs(result["p"] - expected["p_dog"]) <= 1e-6, (name, result["p"], expected)
+        assert abs(result["p"] - expected["p_positive"]) <= 1e-6, (name, result["p"], expected)
         _, p_cell, _, label_cell, accuracy_cell, ece_cell, _ = result["cells"]
-        assert float(p_cell) == pytest.approx(expected["p_dog"], abs=1e-4)
+        assert float(p_cell) == pytest.approx(expected["p_positive"], abs=1e-4)
         assert label_cell == expected["label"]
         assert (float(accuracy_cell), float(ece_cell)) == pytest.approx(
             (metrics[name]["accuracy"], metrics[name]["ece"]), abs=1e-3)
@@ -273,15 +272,15 @@ def test_a_test_split_image_and_the_study(page, browser, project, tmp_path):
                                f" return i.length === {len(figures)} && i.every(x => x.complete && x.naturalWidth)"
                                " && i.map(x => x.getAttribute('src')); })()", "the study's figures")
     assert sorted(src.lstrip("/") for src in loaded) == figures
-    metrics = json.loads((project / "metrics" / "evaluate.json").read_text())
+    metrics = {name: json.loads(test_metrics_file(name, project / "metrics").read_text()) for name in MODEL_NAMES}
     rows = browser.find_elements("css selector", "tr.study-row")
     assert [row.get_attribute("data-model") for row in rows] == list(MODEL_NAMES)
     for row, name in zip(rows, MODEL_NAMES):
         m = metrics[name]
         cells = [td.text for td in row.find_elements("tag name", "td")]
-        assert cells[2] == f"{m['accuracy']:.3f} [{m['accuracy_ci_low']:.3f}, {m['accuracy_ci_high']:.3f}]"
-        assert cells[3:] == [f"{m['roc_auc']:.3f}", f"{m['loss']:.3f}", f"{m['ece']:.3f}",
-                             f"{metrics['extended'][name]['accuracy']:.3f}"]
+        assert cells[2] == f"{m['accuracy']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+        assert cells[3:] == [f"{m['roc_auc']:.3f}", f"{m['log_loss']:.3f}", f"{m['ece']:.3f}",
+                             f"{m['extended_accuracy']:.3f}"]
     browser.save_screenshot(str(tmp_path / "study.png"))
     # Everything the browser loaded came from the page's own server; nothing failed.
     requested = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")

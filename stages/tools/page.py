@@ -45,8 +45,8 @@ from PIL import Image
 from stages.lib.images import MAX_PIXELS
 from stages.lib.params import UserError, load_params, run_stage
 from stages.lib.study import (
-    DESCRIPTIONS, MODEL_NAMES, SPLIT_DIR, SUMMARY_FIGURES, THRESHOLD, evaluate_dir, metrics_file, model_figure,
-    model_file, read_classes,
+    DESCRIPTIONS, MODEL_NAMES, SPLIT_DIR, SUMMARY_FIGURES, TEST_METRICS, THRESHOLD, evaluate_dir, model_figure,
+    model_file, read_classes, test_metrics_file,
 )
 from stages.tools.predict import IMAGE_SUFFIXES, NOT_FOUND_HINT, load_predictor, read_image
 
@@ -70,20 +70,19 @@ SECURITY_HEADERS = {
 
 def metrics_on_test() -> dict[str, dict]:
     """Per model its test metrics (accuracy, ci_low, ci_high, roc_auc, log_loss, ece,
-    extended_accuracy; None where not measured), from `evaluate`'s metrics file; {} before
-    `evaluate` ran. The one place that knows where and under which keys they are."""
-    path = metrics_file("evaluate")
-    if not path.is_file():
-        return {}
-    try:
-        scores = json.loads(path.read_text())
-    except ValueError as e:
-        raise UserError(f"{path} is not valid JSON ({e}): {NOT_FOUND_HINT}") from None
-    extended = scores.get("extended", {})
-    return {name: {"accuracy": s.get("accuracy"), "ci_low": s.get("accuracy_ci_low"),
-                   "ci_high": s.get("accuracy_ci_high"), "roc_auc": s.get("roc_auc"), "log_loss": s.get("loss"),
-                   "ece": s.get("ece"), "extended_accuracy": extended.get(name, {}).get("accuracy")}
-            for name, s in scores.items() if name in MODEL_NAMES}
+    extended_accuracy; None where not measured), from `evaluate`'s DVC metrics
+    (metrics/test/<model>.json); a model evaluate has not scored yet is left out."""
+    found = {}
+    for name in MODEL_NAMES:
+        path = test_metrics_file(name)
+        if not path.is_file():
+            continue
+        try:
+            scores = json.loads(path.read_text())
+        except ValueError as e:
+            raise UserError(f"{path} is not valid JSON ({e}): {NOT_FOUND_HINT}") from None
+        found[name] = {key: scores.get(key) for key in TEST_METRICS}
+    return found
 
 
 def study_figures() -> list[dict]:
