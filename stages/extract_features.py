@@ -6,9 +6,10 @@
   block4_pool activations, stored as float16, for `train_aug_frozen` and `finetune`. Copy k
   is exactly what the online path feeds block 5 in epoch k (same seed, same augmentation
   draws), so both stages train as if they augmented every epoch, at a fraction of the cost.
-- Its run record, data/features/record.json (study.FEATURES_RECORD_FILE): images/s, the
-  bank's size and time, wall seconds, CPU and precision. Inside its cached output, not an
-  uncached one: the stage keeps its run-cache (see study.py, "Where each stage's numbers go").
+- Its run record, plots/extract_features/record.json (study.FEATURES_RECORD_FILE): images/s,
+  the bank's size and time, wall seconds, CPU and precision. Kept in git as a `plots:` output,
+  not an uncached `outs:`, so the stage keeps its run-cache (see study.py, "Where each
+  stage's numbers go"), and a clone without the data still has it (the README's table).
 """
 
 from __future__ import annotations
@@ -70,22 +71,22 @@ def main() -> None:
                  layer=np.array(models.BANK_LAYER))
         timings["bank_seconds"] = time.perf_counter() - t
 
-        images = sum(len(s["images"]) for s in splits.values())
-        bank_images = copies * len(train["images"])
-        write_json(
-            out / FEATURES_RECORD_FILE.name,
-            {
-                "images": images,
-                "images_per_second": round(images / timings["features_seconds"], 1),
-                "feature_size": int(np.prod(block5.output.shape[1:])),
-                "bank_images": bank_images,
-                "bank_images_per_second": round(bank_images / timings["bank_seconds"], 1) if bank_images else 0,
-                "bank_bytes": int(bank.nbytes + validation.nbytes),
-                "bank_seconds": round(timings["bank_seconds"], 1),
-                "wall_seconds": round(time.perf_counter() - started, 1),  # all but renaming the folder into place
-                **runtime.machine(),
-            },
-        )
+    images = sum(len(s["images"]) for s in splits.values())
+    bank_images = copies * len(train["images"])
+    write_json(
+        FEATURES_RECORD_FILE,
+        {
+            "images": images,
+            "images_per_second": round(images / timings["features_seconds"], 1),
+            "feature_size": int(np.prod(block5.output.shape[1:])),
+            "bank_images": bank_images,
+            "bank_images_per_second": round(bank_images / timings["bank_seconds"], 1) if bank_images else 0,
+            "bank_bytes": int(bank.nbytes + validation.nbytes),
+            "bank_seconds": round(timings["bank_seconds"], 1),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            **runtime.machine(),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def test_features(project):
     with np.load(project / "data/features/train.npz", allow_pickle=False) as f:
         assert f["features"].shape == (24, 1, 1, 512)  # 48 px in, 1x1x512 out of VGG16
         assert f["labels"].tolist() == [0] * 12 + [1] * 12
-    record = read_json(project / "data/features/record.json")  # its run record, inside its cached output
+    record = read_json(project / "plots/extract_features/record.json")  # its run record, kept in git
     assert record["images"] == 24 + 12 + 12 and record["wall_seconds"] > 0 and record["cpu"]
 
 

@@ -98,11 +98,13 @@ def test_page_template_is_what_npm_gives(tmp_path):
 
 def test_only_the_long_stages_keep_plots_outputs():
     """A stage's `plots:` output is drawn file by file; an uncached `outs:` entry costs the
-    stage DVC's run-cache. split and the training stages keep theirs as `plots:` (they take
-    long: the run-cache brings them back); evaluate's folder and report are `outs:`."""
+    stage DVC's run-cache. The training stages and extract_features keep theirs as `plots:`
+    (they take long: the run-cache brings them back), and so do split's data figures;
+    evaluate's folder and report, and split's record, are `outs:`."""
     plotted = {name: [next(iter(e)) if isinstance(e, dict) else e for e in stage["plots"]]
                for name, stage in DVC_FILE["stages"].items() if "plots" in stage}
-    assert plotted == {"split": ["plots/data"], **{m: [f"plots/{m}"] for m in MODEL_NAMES}}
+    assert plotted == {"split": ["plots/data"], "extract_features": ["plots/extract_features/record.json"],
+                       **{m: [f"plots/{m}"] for m in MODEL_NAMES}}
     evaluate_outs = [next(iter(e)) if isinstance(e, dict) else e for e in DVC_FILE["stages"]["evaluate"]["outs"]]
     assert {"plots/evaluate", "plots/report.md"} <= set(evaluate_outs)
 
@@ -113,7 +115,8 @@ def test_plots_show_draws_the_curated_list(page):
     charts, figures = curated()
     assert (len(charts), len(figures)) == (18, 10)
     history_charts, data_figures = stage_plots()
-    assert len(history_charts) == 5 * 5 and len(data_figures) == 3  # 4 TSVs and dvclive's summary per stage
+    # 4 TSVs and dvclive's summary per training stage, extract_features' record
+    assert len(history_charts) == 5 * 5 + 1 and len(data_figures) == 3
     html = body(page.read_text(encoding="utf-8"))
     drawn = re.findall(r"vegaEmbed\('#([^']+)'", html)
     assert drawn[:len(charts)] == [VegaRenderer.remove_special_chars(c) for c in charts], "the curated charts first"

@@ -174,10 +174,9 @@ def training_record_file(stage: str, plots_dir: Path = PLOTS_DIR) -> Path:
 
 
 # extract_features' run record (images/s, bank size and time, wall seconds, CPU, precision):
-# inside its cached output, beside the features it describes, so it travels with them
-# through the run-cache and the remote. It has no plots folder, and no DVC metric: nothing it
-# measures is compared between experiments.
-FEATURES_RECORD_FILE = FEATURES_DIR / "record.json"
+# no DVC metric (nothing it measures is compared between experiments), kept in git as a
+# `plots:` output, so the stage keeps its run-cache and a clone without data has it.
+FEATURES_RECORD_FILE = PLOTS_DIR / "extract_features" / "record.json"
 
 
 def history_dir(stage: str, plots_dir: Path = PLOTS_DIR) -> Path:
