@@ -372,9 +372,8 @@ def test_rerun_of_download_removes_what_a_killed_run_left(tmp_path):
         data / ".raw.abc123" / "images" / "cat.1.jpg",
         data / ".raw.old" / "manifest.csv",
         data / "weights" / ".vgg16_notop.weights.h5.xyz.weights.h5",
-        tmp_path / "metrics" / ".download.json.q1.tmp",
     ]
-    foreign = [data / ".split.keep" / "x", data / "raw.txt", tmp_path / "metrics" / ".split.json.a.tmp"]
+    foreign = [data / ".split.keep" / "x", data / "raw.txt", tmp_path / "metrics" / "runs" / ".split.json.a.tmp"]
     for path in own + foreign:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
@@ -384,12 +383,14 @@ def test_rerun_of_download_removes_what_a_killed_run_left(tmp_path):
     assert "download: removed what an interrupted run left: data/.raw.abc123, data/.raw.old" in out, out
     assert not any(path.exists() for path in own)
     assert sorted(p.name for p in data.iterdir()) == [".split.keep", "raw.txt", "weights"]
-    assert list((data / "weights").iterdir()) == [] and [p.name for p in (tmp_path / "metrics").iterdir()] == [".split.json.a.tmp"]
+    assert list((data / "weights").iterdir()) == []
+    assert [p.name for p in (tmp_path / "metrics" / "runs").iterdir()] == [".split.json.a.tmp"]
     assert all(path.exists() for path in foreign)
 
 
 def test_rerun_of_split_removes_what_a_killed_run_left(tmp_path):
-    left = [tmp_path / "data" / ".split.k1lled" / "arrays" / ".train.npz.x.npz", tmp_path / "metrics" / ".split.json.z.tmp"]
+    left = [tmp_path / "data" / ".split.k1lled" / "arrays" / ".train.npz.x.npz",
+            tmp_path / "metrics" / "runs" / ".split.json.z.tmp"]
     foreign = tmp_path / "data" / ".download-other" / "file"
     for path in [*left, foreign]:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -397,6 +398,6 @@ def test_rerun_of_split_removes_what_a_killed_run_left(tmp_path):
     write_params(tmp_path, REAL["download"]["source"])
     out, err = run_stage_process("stages.split", tmp_path).communicate(timeout=60)
     assert "data/raw/manifest.csv not found" in err, err
-    assert "split: removed what an interrupted run left: data/.split.k1lled, metrics/.split.json.z.tmp" in out, out
+    assert "split: removed what an interrupted run left: data/.split.k1lled, metrics/runs/.split.json.z.tmp" in out, out
     assert not any(p.exists() for p in left) and not (tmp_path / "data" / ".split.k1lled").exists()
     assert foreign.exists(), "another stage's temporaries are not split's to remove"
