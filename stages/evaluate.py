@@ -29,7 +29,7 @@ import pandas as pd
 from stages.lib.params import UserError, load_params, run_stage
 from stages.lib.study import (DESCRIPTIONS, EVALUATE_DIR, EXPORT_DIR, MODEL_NAMES, PLOTS_DIR, REPORT_FILE,
                               SUMMARY_FIGURES, TEST_METRICS, THRESHOLD, model_figure, model_file, read_classes, run_file,
-                              test_metrics_file)
+                              model_scores_file)
 
 STAGE = "evaluate"
 # Per Grad-CAM grid: up to this many of the most confident errors, and as many of the most
@@ -98,7 +98,7 @@ def prediction_frame(split: dict, probs: np.ndarray, classes: tuple[str, str]) -
 
 def compared_metrics(test: dict, extended: dict | None) -> dict:
     """What `dvc metrics show`, `dvc metrics diff` and `dvc exp show` hold for one model
-    (test_metrics_file): test accuracy with its 95% interval, ROC AUC, log loss, calibration
+    (model_scores_file): test accuracy with its 95% interval, ROC AUC, log loss, calibration
     (ECE) and the extended-test accuracy. The rest (precision, recall, counts, Brier) is in
     the run record and the report."""
     compared = {"accuracy": test["accuracy"], "ci_low": test["accuracy_ci_low"], "ci_high": test["accuracy_ci_high"],
@@ -171,7 +171,7 @@ def main() -> None:
         record["extended"] = {k: rounded(r) for k, r in extended_results.items()}
     write_json(run_file(STAGE), record)
     for name in MODEL_NAMES:
-        write_json(test_metrics_file(name), compared_metrics(record[name], record.get("extended", {}).get(name)))
+        write_json(model_scores_file(name), compared_metrics(record[name], record.get("extended", {}).get(name)))
     study_report(results, DESCRIPTIONS, PLOTS_DIR, REPORT_FILE, classes, extended_results, predictions,
                  extended_predictions, kept_epochs(list(MODEL_NAMES)))
     print(f"report: {REPORT_FILE}; SavedModels: {EXPORT_DIR}/")

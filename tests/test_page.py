@@ -31,7 +31,7 @@ from PIL import Image
 
 from helpers import ROOT, SHARED_IMAGES, shared_missing, synthetic_image
 
-from stages.lib.study import MODEL_NAMES, SUMMARY_FIGURES, classes_record, model_figure, test_metrics_file
+from stages.lib.study import MODEL_NAMES, SUMMARY_FIGURES, classes_record, model_figure, model_scores_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -83,7 +83,7 @@ def project(tmp_path_factory) -> Path:
         scores = {"accuracy": 0.7 + 0.05 * i, "ci_low": 0.65 + 0.05 * i, "ci_high": 0.75 + 0.05 * i,
                   "roc_auc": 0.8 + 0.03 * i, "log_loss": 0.5 - 0.05 * i, "ece": 0.1 - 0.015 * i,
                   "extended_accuracy": 0.71 + 0.05 * i}
-        test_metrics_file(name, root / "metrics").write_text(json.dumps(scores))
+        model_scores_file(name, root / "metrics").write_text(json.dumps(scores))
     evaluate = root / "plots" / "evaluate"
     for i, name in enumerate(MODEL_NAMES):
         for kind in ("curves", "gradcam", "misclassified"):
@@ -199,7 +199,7 @@ def test_a_real_photo_gets_what_predict_says(page, browser, project, tmp_path, m
     assert list(shown) == list(MODEL_NAMES)
     headers = [th.text for th in card.find_elements("css selector", "th")]
     assert headers[:2] == ["model", "P(dog)"]
-    metrics = {name: json.loads(test_metrics_file(name, project / "metrics").read_text()) for name in MODEL_NAMES}
+    metrics = {name: json.loads(model_scores_file(name, project / "metrics").read_text()) for name in MODEL_NAMES}
     for name, result in shown.items():
         expected = predict_tool(project, REAL_PHOTO, name, monkeypatch, capsys)
         assert abs(result["p"] - expected["p_positive"]) <= 1e-6, (name, result["p"], expected)
@@ -272,7 +272,7 @@ def test_a_test_split_image_and_the_study(page, browser, project, tmp_path):
                                f" return i.length === {len(figures)} && i.every(x => x.complete && x.naturalWidth)"
                                " && i.map(x => x.getAttribute('src')); })()", "the study's figures")
     assert sorted(src.lstrip("/") for src in loaded) == figures
-    metrics = {name: json.loads(test_metrics_file(name, project / "metrics").read_text()) for name in MODEL_NAMES}
+    metrics = {name: json.loads(model_scores_file(name, project / "metrics").read_text()) for name in MODEL_NAMES}
     rows = browser.find_elements("css selector", "tr.study-row")
     assert [row.get_attribute("data-model") for row in rows] == list(MODEL_NAMES)
     for row, name in zip(rows, MODEL_NAMES):

@@ -232,8 +232,9 @@ def test_dvc_shows_metrics_and_plots(project):
     page = (project / "plots_html" / "index.html").read_text().split("<body>", 1)[1]
     pipeline = yaml.safe_load((project / "dvc.yaml").read_text())
     # the curated list, then every file of the stages' own plots: outputs (dvc.yaml's header)
-    stage_plot_files = [path for stage in pipeline["stages"].values() for entry in stage.get("plots", [])
-                        for path in (project / next(iter(entry))).rglob("*") if path.is_file()]
+    declared = [project / next(iter(entry)) for stage in pipeline["stages"].values() for entry in stage.get("plots", [])]
+    stage_plot_files = [path for out in declared for path in ([out] if out.is_file() else out.rglob("*"))
+                        if path.is_file()]
     assert page.count("vegaEmbed(") + page.count("<img src=") == len(pipeline["plots"]) + len(stage_plot_files)
 
 

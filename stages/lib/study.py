@@ -147,11 +147,11 @@ def metrics_file(stage: str, metrics_dir: Path = METRICS_DIR) -> Path:
     return metrics_dir / f"{stage}.json"
 
 
-# What test_metrics_file holds per model, in this order (evaluate.compared_metrics writes it).
+# What model_scores_file holds per model, in this order (evaluate.compared_metrics writes it).
 TEST_METRICS = ("accuracy", "ci_low", "ci_high", "roc_auc", "log_loss", "ece", "extended_accuracy")
 
 
-def test_metrics_file(model: str, metrics_dir: Path = METRICS_DIR) -> Path:
+def model_scores_file(model: str, metrics_dir: Path = METRICS_DIR) -> Path:
     """`evaluate`'s DVC metrics of one model on the test split (and its accuracy on the
     extended test): one file per model, so that `dvc metrics show` prints one row per model."""
     return metrics_dir / "test" / f"{model}.json"

@@ -46,7 +46,7 @@ from stages.lib.images import MAX_PIXELS
 from stages.lib.params import UserError, load_params, run_stage
 from stages.lib.study import (
     DESCRIPTIONS, MODEL_NAMES, SPLIT_DIR, SUMMARY_FIGURES, TEST_METRICS, THRESHOLD, evaluate_dir, model_figure,
-    model_file, read_classes, test_metrics_file,
+    model_file, read_classes, model_scores_file,
 )
 from stages.tools.predict import IMAGE_SUFFIXES, NOT_FOUND_HINT, load_predictor, read_image
 
@@ -74,7 +74,7 @@ def metrics_on_test() -> dict[str, dict]:
     (metrics/test/<model>.json); a model evaluate has not scored yet is left out."""
     found = {}
     for name in MODEL_NAMES:
-        path = test_metrics_file(name)
+        path = model_scores_file(name)
         if not path.is_file():
             continue
         try:

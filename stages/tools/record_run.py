@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from stages.lib.study import (CLASSES_FILE, DESCRIPTIONS, FEATURES_RECORD_FILE, METRICS_DIR, MODEL_NAMES, PLOTS_DIR,
-                              metrics_file, run_file, test_metrics_file, training_record_file)
+                              metrics_file, run_file, model_scores_file, training_record_file)
 
 # What a record keeps of the project, relative to both folders.
 COPIED = ("params.yaml", CLASSES_FILE.as_posix(), METRICS_DIR.as_posix(), PLOTS_DIR.as_posix())
@@ -49,7 +49,7 @@ def summary(root: Path) -> dict:
     record = read_json(root / run_file("evaluate"))
     models, wall, machine = {}, 0.0, {}
     for name in MODEL_NAMES:
-        test = read_json(root / test_metrics_file(name))
+        test = read_json(root / model_scores_file(name))
         trained = read_json(root / metrics_file(name))
         cost = read_json(root / training_record_file(name))
         wall += cost["wall_seconds"]
