@@ -178,8 +178,8 @@ def test_stage_table_from_the_stage_metrics(tmp_path):
     assert "4000 images at 70.0/s; bank 20000 at 80.5/s" in rows[" `extract_features` "][1]
     assert "Test CPU (avx2)" in block and "float32" in block
     assert f"{(300 + 60 * sum(range(len(MODELS)))) / 60:.0f} min in all" in block
-    (tmp_path / FEATURES_RECORD_FILE).unlink()  # a clone before `dvc pull`
-    assert "| `extract_features` | not in `data/features/record.json` |" in readme_table.stage_table(tmp_path)
+    (tmp_path / FEATURES_RECORD_FILE).unlink()  # a run that never reached extract_features
+    assert "| `extract_features` | not in `plots/extract_features/record.json` |" in readme_table.stage_table(tmp_path)
 
 
 @pytest.mark.parametrize("correct, cell", [(975, ".975: met"), (974, ".975: short by .001"), (1000, ".975: met"),

@@ -7,7 +7,9 @@ data/features/record.json: see stages/lib/study.py); never by hand:
     python -m stages.tools.readme_table --check    # exit 1 if README.md's tables are out of date
 
 Each table sits between marker lines (`<!-- results:start -->` ... `<!-- results:end -->`,
-`<!-- stages:start -->` ... `<!-- stages:end -->`); only those blocks are rewritten. Beside
+`<!-- stages:start -->` ... `<!-- stages:end -->`, and `<!-- own-data:start -->` ...
+`<!-- own-data:end -->`: the study on ants and bees, from its record under
+plots/experiments/hymenoptera); only those blocks are rewritten. Beside
 our test accuracy (95% Wilson interval) the results table lists our accuracy on the
 extended test set (the leftover images `split` puts in no split), the model's bar (the
 test accuracy this project set itself to reach at the defaults, met or by how much not)
@@ -28,6 +30,9 @@ START = "<!-- results:start -->"
 END = "<!-- results:end -->"
 STAGES_START = "<!-- stages:start -->"  # the per-stage table: epochs, time, machine
 STAGES_END = "<!-- stages:end -->"
+OWN_DATA_START = "<!-- own-data:start -->"  # the study on other data, from its record
+OWN_DATA_END = "<!-- own-data:end -->"
+OWN_DATA_RECORD = Path("plots/experiments/hymenoptera")  # written by stages.tools.record_run
 README = README_FILE
 METRICS = run_file("evaluate")
 EXTENDED = "extended"  # the key of the extended test set's metrics, beside the models
@@ -174,6 +179,26 @@ def stage_table(root: Path) -> str:
     return "\n".join(rows)
 
 
+def own_data_table(record: Path) -> str:
+    """The "Your own data" block: the models' test results of a run on other data, from its
+    record (stages.tools.record_run), and the published result it quotes."""
+    from stages.tools.record_run import RUN_FILE, RecordError, results_table, split_line, summary
+
+    try:
+        facts = summary(record)
+        run = json.loads((record / RUN_FILE).read_text())
+    except (RecordError, FileNotFoundError) as e:
+        raise TableError(f"{record}: not a complete record ({e}); write it with python -m stages.tools.record_run") \
+            from None
+    negative, positive = facts["classes"]
+    rows = [*results_table(facts), "",
+            f"{negative} vs. {positive} ({split_line(facts)}): {facts['training_minutes']} min of training on a "
+            f"{facts['cpu']} ({facts['cpu_kind']}, {facts['precision']}). Published, for comparison (quoted, not "
+            f"measured here): {run.get('reference', '-')} The run: [{record.as_posix()}]({record.as_posix()}/README.md), "
+            "written by `python -m stages.tools.record_run`."]
+    return "\n".join(rows)
+
+
 def fill(readme_text: str, block: str, start: str = START, end: str = END) -> str:
     """readme_text with the lines between the markers replaced by `block`."""
     lines = readme_text.split("\n")
@@ -199,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         before = args.readme.read_text()
         after = fill(before, table(results, args.metrics))
         after = fill(after, stage_table(args.root), STAGES_START, STAGES_END)
+        if OWN_DATA_START in after:  # the project's README has it; a README of your own may not
+            after = fill(after, own_data_table(args.root / OWN_DATA_RECORD), OWN_DATA_START, OWN_DATA_END)
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
