@@ -84,3 +84,36 @@ def test_the_report_says_when_the_classes_are_imbalanced():
     said = class_balance({"m": binary_metrics(balanced, np.where(balanced == 1, 0.8, 0.3))}, ("cat", "dog"))
     assert said[0] == ("The test split holds 50 cat and 50 dog images: balanced enough (50% cat) for accuracy "
                        "to mean what it says.")
+
+
+@pytest.mark.slow
+def test_an_imbalanced_study_end_to_end(tmp_path, random_vgg16_weights):
+    """A 1:4 set with `train.class_weight: balanced`: the whole study runs (`dvc repro`), the
+    training batches carry the weights, evaluate records balanced accuracy and each class's
+    recall, and the report says the test split is imbalanced and what accuracy hides."""
+    import json
+
+    from helpers import dvc, make_project, synthetic_image, tiny_params
+
+    for label, pattern, n in (("rare", "cat", 20), ("common", "dog", 80)):
+        folder = tmp_path / "src" / label
+        folder.mkdir(parents=True)
+        for i in range(n):
+            synthetic_image(pattern, i).save(folder / f"{i}.jpg", format="JPEG", quality=90)
+    params = tiny_params(tmp_path / "src", random_vgg16_weights)
+    params["split"].update(train_per_class=0.6, val_per_class=0.2, test_per_class=0.2, order="shuffle",
+                           classes=["common", "rare"])  # the rare class is the positive one, as in screening
+    params["train"]["class_weight"] = "balanced"
+    project = make_project(tmp_path / "project", params)
+    dvc(project, "repro")
+    record = json.loads((project / "metrics/runs/evaluate.json").read_text())
+    for name in ("train_custom", "finetune"):
+        r = record[name]
+        assert r["n"] == 20 and r["tp"] + r["fn"] == 4  # 16 common, 4 rare in the test split
+        assert r["balanced_accuracy"] == pytest.approx((r["recall"] + r["specificity"]) / 2, abs=1e-5)
+        assert 0 <= r["pr_auc"] <= 1
+    report = (project / "plots/report.md").read_text()
+    assert "# common vs. rare: results" in report
+    assert "The test split holds 16 common and 4 rare images: imbalanced, 80% common." in report
+    assert "A model that always answers common scores 0.800 accuracy" in report
+    assert "| recall common | recall rare |" in report
