@@ -465,3 +465,36 @@ def test_exp_show_fits_a_screen(project, monkeypatch):
     rows = {line.split()[-3].strip("[]"): line.split()[-2:] for line in shown.splitlines() if "[show-" in line}
     record = read_json(project / "metrics/runs/evaluate.json")  # the workspace: show-b, the last one run
     assert rows["show-a"][1] == "0.1" and rows["show-b"] == [str(round(record["train_custom"]["accuracy"], 3)), "0.2"], shown
+
+
+def test_a_finished_run_kept_as_a_record(project, tmp_path):
+    """`python -m stages.tools.record_run` keeps the run's params, classes, metrics, report and
+    figures, and writes a README whose numbers are the run's; readme_table's own-data block
+    reads the same record; an unfinished project is one line, exit 2, and no record."""
+    from stages.lib.study import MODEL_NAMES
+    from stages.tools import readme_table, record_run
+
+    dest = tmp_path / "records" / "tiny"
+    assert record_run.main([str(project), str(dest), "--command", "dvc repro", "--reference", "none, a test."]) == 0
+    for kept in ("params.yaml", "data/split/classes.json", "metrics/runs/evaluate.json", "metrics/test/finetune.json",
+                 "plots/report.md", "plots/evaluate/accuracy.png", "plots/train_custom/metrics.json"):
+        assert (dest / kept).is_file(), kept
+    text = (dest / "README.md").read_text()
+    assert text.startswith("# cat vs. dog: the study on other data\n") and "```\ndvc repro\n```" in text
+    for name in MODEL_NAMES:
+        scores = read_json(project / f"metrics/test/{name}.json")
+        kept = read_json(project / f"metrics/{name}.json")
+        assert (f"| `{name}` | {scores['accuracy']:.3f} ({scores['ci_low']:.3f}-{scores['ci_high']:.3f}) | "
+                f"{read_json(project / 'metrics/runs/evaluate.json')[name]['balanced_accuracy']:.3f} | "
+                f"{kept['kept_epoch']} ({kept['epochs']}) | {kept['val_accuracy']:.3f} |") in text, name
+    assert "Published, for comparison (quoted, not measured here): none, a test." in text
+    block = readme_table.own_data_table(dest)
+    assert block.splitlines()[:2] == record_run.results_table(record_run.summary(dest))[:2]
+    assert "none, a test." in block
+
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    run = subprocess.run([sys.executable, "-m", "stages.tools.record_run", str(unfinished), str(tmp_path / "no"),
+                          "--command", "x"], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and run.stderr.startswith("error: ") and len(run.stderr.splitlines()) == 1, run.stderr
+    assert not (tmp_path / "no").exists()

@@ -96,7 +96,7 @@ def readme(facts: dict, run: dict) -> str:
         "",
         *results_table(facts),
         "",
-        f"Training and feature extraction took {facts['training_minutes']} min on a {facts['cpu']} "
+        f"Training and feature extraction took {facts['training_minutes']} min on {facts['cpu']} "
         f"({facts['cpu_kind']}, {facts['precision']}).",
     ]
     if run.get("reference"):
