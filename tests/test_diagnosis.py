@@ -201,8 +201,6 @@ def test_running_median():
 
 def committed(stage: str) -> diagnosis.Diagnosis:
     record = json.loads((ROOT / "plots" / stage / "metrics.json").read_text())  # its run record
-    if "epochs_run" not in record:  # TRANSITIONAL: a run before the records moved; drop once the study is rerun
-        record = json.loads((ROOT / "metrics" / f"{stage}.json").read_text())
     return diagnosis.diagnose(diagnosis.read_history(ROOT / "plots" / stage), record.get("restored_epoch"))
 
 
