@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from stages.lib.params import UserError, load_params, printable, run_stage
-from stages.lib.images import FORMATS, check_image, file_stems, parse_name, sha256_file
+from stages.lib.images import FORMATS, are_cat_and_dog_folders, check_image, file_stems, is_kaggle_name, parse_name, sha256_file
 from stages.lib.outputs import atomic_dir, atomic_path, remove_leftovers, write_csv, write_json
 from stages.lib.sources import OFFLINE_HINT, convert_vgg16_weights, materialize_images, materialize_weights
 from stages.lib.study import RAW_DIR, WEIGHTS_FILE
@@ -113,7 +113,11 @@ def list_files(root: Path) -> tuple[list[Path], list[dict]]:
 def scan(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Check every file under root; return (accepted, rejected) tables."""
     files, unreadable = list_files(root)
-    if any(parse_name(f) for f in files):
+    # Kaggle's names (cat.12.jpg, anywhere) or PetImages' Cat/ and Dog/ folders: the labels and
+    # ids come from the names, exactly as the study always read them. Any other two folders
+    # are classes named by the folders, even when their files are numbered (dog/1.jpg beside
+    # wolf/1.jpg is not PetImages).
+    if any(is_kaggle_name(f.name) for f in files) or are_cat_and_dog_folders(subfolders(image_root(root))):
         manifest, rejected = scan_named(files, unreadable)
     else:
         manifest, rejected = scan_class_folders(root, files, unreadable)

@@ -61,6 +61,10 @@ def study_classes(manifest: pd.DataFrame, cfg: dict) -> tuple[str, str]:
     if len(found) != 2:
         raise UserError(f"{RAW_DIR}/manifest.csv has {len(found)} class{'es' * (len(found) != 1)} ({', '.join(found) or 'no images'}); "
                         "the study needs exactly two: check download.source (see data/raw/summary.json)")
+    if class_folder(found[0]).casefold() == class_folder(found[1]).casefold():
+        raise UserError(f"{RAW_DIR}/manifest.csv: the classes {found[0]!r} and {found[1]!r} would share the folder "
+                        f"{class_folder(found[0])!r} under {SPLIT_DIR}/images/<split>/ (on a case-insensitive disk too): "
+                        "rename one of the class folders in download.source")
     named = cfg["classes"]
     if named is None:
         return found[0], found[1]

@@ -163,6 +163,10 @@ def layout(root, folders: dict[str, int]):
         ({"a": 6, "b": 6}, {"classes": ["a", "c"]},
          "split.classes ['a', 'c'] must name the data's two classes, 'a' and 'b', in either order "
          "(negative first), or be null"),
+        ({"Ants": 6, "ants": 6}, {},
+         "data/raw/manifest.csv: the classes 'Ants' and 'ants' would share the folder 'Ants' under "
+         "data/split/images/<split>/ (on a case-insensitive disk too): rename one of the class folders in "
+         "download.source"),
     ],
 )
 def test_what_cannot_be_two_classes_stops_with_one_line(failing_project, folders, split, expected):
@@ -206,3 +210,17 @@ def test_file_names_that_are_not_utf8_are_kept_and_escaped(tmp_path, random_vgg1
     assert lines == [f"error: download.source: class folder name fourmis-\\xe9 in {bad} is not UTF-8: rename it "
                      "(its name is the class name)"], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_numbered_files_in_other_class_folders_are_not_petimages(tmp_path, random_vgg16_weights):
+    """`dog/1.jpg` beside `wolf/1.jpg` is a dog-vs-wolf set, not PetImages: both folders are
+    classes (PetImages means its two folders are Cat and Dog)."""
+    for label, pattern in (("dog", "dog"), ("wolf", "cat")):
+        folder = tmp_path / "src" / label
+        folder.mkdir(parents=True)
+        for i in range(10):
+            synthetic_image(pattern, i).save(folder / f"{i}.jpg", format="JPEG", quality=90)
+    project = run_split(tmp_path, tmp_path / "src", random_vgg16_weights, train_per_class=6, val_per_class=2,
+                        test_per_class=2)
+    assert read(project, "data/split/classes.json")["classes"] == ["dog", "wolf"]
+    assert read(project, "data/raw/summary.json")["images"] == {"dog": 10, "wolf": 10}

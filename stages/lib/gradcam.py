@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stages.lib.study import THRESHOLD
+from stages.lib.metrics import predicted_labels
 
 CONV_LAYERS = (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)
 
@@ -74,7 +74,7 @@ def grad_cam(
 
     layer_name: the convolutional layer to explain (default: the last one).
     classes: per image the class to explain, 0 negative or 1 positive (default: the
-        predicted one, positive when P(positive) >= THRESHOLD as in `evaluate`).
+        predicted one, metrics.predicted_labels, as in `evaluate`).
     Returns (heatmaps (N, H, W) float32 in [0, 1], each scaled to its own maximum, all zero
     where no location speaks for the class; P(positive) (N,) from the same forward pass).
     """
@@ -114,7 +114,8 @@ def _batch_grad_cam(head, tail, batch, classes):
         out = tf.reshape(tf.cast(_run(tail, activation), tf.float32), [-1])
     p = tf.sigmoid(out) if gives_logit else out
     # The explained class: positive -> z (or P), negative -> -z (or 1 - P); constants don't matter.
-    sign = np.where((p.numpy() >= THRESHOLD) if classes is None else (classes == 1), 1.0, -1.0).astype(np.float32)
+    wanted = predicted_labels(p.numpy()) if classes is None else np.asarray(classes)
+    sign = np.where(wanted == 1, 1.0, -1.0).astype(np.float32)
     grads = tf.cast(tape.gradient(out, activation), tf.float32) * sign[:, None, None, None]
     # One gradient call for the whole batch is exact: image i's score depends only on
     # image i's activation (no batch statistics at inference).

@@ -36,6 +36,16 @@ class Labelled:
     id: int
 
 
+def is_kaggle_name(name: str) -> bool:
+    """A name of Kaggle's competition files, `cat.12.jpg` or `dog.7.jpg`."""
+    return bool(_KAGGLE_NAME.match(name))
+
+
+def are_cat_and_dog_folders(names: list[str]) -> bool:
+    """Two folder names that are PetImages' classes: `Cat` and `Dog` (or cats, dogs, any case)."""
+    return sorted(str(_CLASS_FOLDERS.get(n.lower())) for n in names) == ["cat", "dog"]
+
+
 def parse_name(path: Path) -> Labelled | None:
     """Label and id from a Kaggle name (`cat.12.jpg`) or a class folder (`Cat/12.jpg`)."""
     m = _KAGGLE_NAME.match(path.name)
