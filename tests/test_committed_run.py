@@ -104,3 +104,22 @@ def test_readme_tables_are_the_committed_metrics():
     result = subprocess.run([sys.executable, "-m", "stages.tools.readme_table", "--check"], cwd=ROOT,
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
+
+
+def test_dvc_metrics_show_of_the_committed_run_fits_a_screen():
+    """`dvc metrics show` of the committed files, printed in a terminal wide enough not to
+    clip: at most 160 characters a line, one row per metrics file, the five test accuracies
+    in it (a run record or provenance would add columns)."""
+    from stages.lib.study import MODEL_NAMES, model_scores_file
+
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "COLUMNS": "1000"}
+    result = subprocess.run([str(Path(sys.executable).with_name("dvc")), "metrics", "show"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.rstrip().splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 160, result.stdout
+    for name in MODEL_NAMES:
+        path = model_scores_file(name).as_posix()
+        accuracy = json.loads((ROOT / path).read_text())["accuracy"]
+        row = next(line for line in lines if path in line)
+        assert f"{accuracy:.3f}".rstrip("0") in row, (path, row)
