@@ -79,6 +79,13 @@ def validation_accuracy(stage: str) -> float | None:
         raise UserError(f"{path} has no readable validation accuracy ({type(e).__name__}: {e}); {NOT_FOUND_HINT}") from None
 
 
+def best_on_validation(scored: list[tuple[float, str]]) -> tuple[float, str]:
+    """The (validation accuracy, model name) to use by default among `scored`, in
+    MODEL_NAMES order: the highest accuracy; max() keeps the first of equals, so ties go to
+    the earlier, simpler model."""
+    return max(scored, key=lambda pair: pair[0])
+
+
 def choose_model(requested: str | None) -> tuple[str, str]:
     """(model name, why it was chosen), or UserError when there is none to use."""
     if requested is not None:
@@ -94,8 +101,7 @@ def choose_model(requested: str | None) -> tuple[str, str]:
     if not scored:
         raise UserError(f"{metrics_file(present[0])} not found, so no model can be chosen by validation accuracy: "
                         f"{NOT_FOUND_HINT}, or name one with --model")
-    # max() keeps the first of equals: ties go to the earlier, simpler model.
-    accuracy, name = max(scored, key=lambda pair: pair[0])
+    accuracy, name = best_on_validation(scored)
     return name, f"best validation accuracy {accuracy:.3f} ({metrics_file(name)}); --model to choose another"
 
 
