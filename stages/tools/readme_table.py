@@ -192,7 +192,7 @@ def own_data_table(record: Path) -> str:
             from None
     negative, positive = facts["classes"]
     rows = [*results_table(facts), "",
-            f"{negative} vs. {positive} ({split_line(facts)}): {facts['training_minutes']} min of training on "
+            f"{negative} vs. {positive} ({split_line(facts)}): {facts['training_minutes']} min of training and feature extraction on "
             f"{facts['cpu']} ({facts['cpu_kind']}, {facts['precision']}). Published, for comparison (quoted, not "
             f"measured here): {run.get('reference', '-')} The run: [{record.as_posix()}]({record.as_posix()}/README.md), "
             "written by `python -m stages.tools.record_run`."]
