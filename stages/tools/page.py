@@ -28,6 +28,7 @@ import argparse
 import io
 import json
 import logging
+import math
 import secrets
 import sys
 import tempfile
@@ -315,6 +316,11 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(Study.refusal(file_name, "no Content-Length: send the file as the request body"),
                             HTTPStatus.LENGTH_REQUIRED)
             return
+        if size < 0:  # rfile.read(-1) would read until the client closes: refused before reading
+            self.close_connection = True
+            self._send_json(Study.refusal(file_name, f"Content-Length {size}: must be the body's size in bytes"),
+                            HTTPStatus.BAD_REQUEST)
+            return
         if size > self.study.max_upload_bytes:
             self._discard_body(size)
             self._send_json(Study.refusal(file_name, self.study.too_many_bytes(size)),
@@ -387,8 +393,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: must be 0-65535")
-    if not args.max_upload_mb > 0:
-        raise UserError(f"--max-upload-mb {args.max_upload_mb}: must be a positive number of MB")
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):  # nan and inf parse as floats
+        raise UserError(f"--max-upload-mb {args.max_upload_mb}: must be a positive, finite number of MB")
     if not 0 < args.max_pixels <= MAX_PIXELS:
         raise UserError(f"--max-pixels {args.max_pixels}: must be 1-{MAX_PIXELS} (the pipeline's limit)")
     return args
