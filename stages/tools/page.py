@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image
 
 from stages.lib.images import MAX_PIXELS
+from stages.lib.metrics import predicted_labels
 from stages.lib.params import UserError, load_params, run_stage
 from stages.lib.study import (
     DESCRIPTIONS, MODEL_NAMES, SPLIT_DIR, SUMMARY_FIGURES, TEST_METRICS, THRESHOLD, evaluate_dir, model_figure,
@@ -201,7 +202,7 @@ class Study:
         results = []
         for name in self.models:
             p = self._probability(name, image)
-            results.append({"model": name, "p": p, "label": self.classes[int(p >= THRESHOLD)]})
+            results.append({"model": name, "p": p, "label": self.classes[int(predicted_labels(p))]})
         return {"file": file_name, "token": token, "error": None, "results": results}
 
     def input_png(self, token: str) -> bytes | None:
@@ -225,7 +226,7 @@ class Study:
             return None
         with self.lock:
             p = self._probability(name, image)
-            heatmap, _ = grad_cam(self.models[name], image[None], layer, classes=np.array([int(p >= THRESHOLD)]))
+            heatmap, _ = grad_cam(self.models[name], image[None], layer, classes=predicted_labels([p]))
         return png_bytes(np.clip(overlay(image, heatmap[0]) * 255 + 0.5, 0, 255).astype(np.uint8))
 
     def _probability(self, name: str, image: np.ndarray) -> float:
