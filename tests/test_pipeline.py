@@ -183,7 +183,7 @@ def test_exports_are_the_scored_models(project):
 
 
 def test_report(project):
-    """plots/report.md: a row per model from metrics/evaluate.json, a diagnosis per run
+    """plots/report.md: a row per model from metrics/runs/evaluate.json, a diagnosis per run
     computed from its dvclive TSVs, working links, a gallery of errors per model."""
     import re
 
