@@ -7,8 +7,8 @@ model (real ImageNet weights, random-init head, same seed), cuts it at its froze
 prefix (datasets.build_bank, copy 0), stores the activations as float32, float16 and
 bfloat16, and runs the suffix on each, in float32 and in mixed_bfloat16 compute. Against
 the reference (float32 compute, float32 storage) it reports max/mean absolute and relative
-differences of the stored activations, of block5_pool's output and of P(dog) (and its
-logit), and the range of the activations (float16 overflows above 65504).
+differences of the stored activations, of block5_pool's output and of P(positive class)
+(and its logit), and the range of the activations (float16 overflows above 65504).
 
 Run from the project root, as a module:
 
@@ -112,7 +112,7 @@ def run(args, images, aug_cfg: dict, seed: int, dense: dict) -> dict:
                 "bank": stored.astype(np.float32),
                 "block5_pool": np.concatenate([block5(x[i:i + BATCH], training=False).numpy().astype(np.float32)
                                                for i in range(0, len(x), BATCH)]),
-                "p_dog": np.concatenate([suffix(x[i:i + BATCH], training=False).numpy().astype(np.float64)[:, 0]
+                "p_positive": np.concatenate([suffix(x[i:i + BATCH], training=False).numpy().astype(np.float64)[:, 0]
                                          for i in range(0, len(x), BATCH)]),
             }
     ref = outputs[REFERENCE]
@@ -123,9 +123,9 @@ def run(args, images, aug_cfg: dict, seed: int, dense: dict) -> dict:
         comparisons[key] = {
             "bank_block4_pool": differences(out["bank"], ref["bank"]),
             "block5_pool": differences(out["block5_pool"], ref["block5_pool"]),
-            "p_dog": differences(out["p_dog"], ref["p_dog"]),
-            "p_dog_logit": differences(logit(out["p_dog"]), logit(ref["p_dog"])),
-            "same_decision_as_reference": float(np.mean((out["p_dog"] > 0.5) == (ref["p_dog"] > 0.5))),
+            "p_positive": differences(out["p_positive"], ref["p_positive"]),
+            "p_positive_logit": differences(logit(out["p_positive"]), logit(ref["p_positive"])),
+            "same_decision_as_reference": float(np.mean((out["p_positive"] > 0.5) == (ref["p_positive"] > 0.5))),
         }
     # Within one compute: storage alone (against that compute's float32 storage).
     storage_only = {}
@@ -135,8 +135,8 @@ def run(args, images, aug_cfg: dict, seed: int, dense: dict) -> dict:
             out = outputs[f"{compute}:{dtype}"]
             storage_only[f"{compute}:{dtype}"] = {
                 "block5_pool": differences(out["block5_pool"], base["block5_pool"]),
-                "p_dog": differences(out["p_dog"], base["p_dog"]),
-                "p_dog_logit": differences(logit(out["p_dog"]), logit(base["p_dog"])),
+                "p_positive": differences(out["p_positive"], base["p_positive"]),
+                "p_positive_logit": differences(logit(out["p_positive"]), logit(base["p_positive"])),
             }
     activations = banks["float32"]
     positive = activations[activations > 0]
@@ -153,7 +153,7 @@ def run(args, images, aug_cfg: dict, seed: int, dense: dict) -> dict:
             "fraction_above_float16_max": float(np.mean(activations > 65504)),
             "fraction_positive_below_float16_normal": float(np.mean((activations > 0) & (activations < 6.104e-5))),
         },
-        "reference_p_dog": {"min": float(ref["p_dog"].min()), "max": float(ref["p_dog"].max()), "mean": float(ref["p_dog"].mean())},
+        "reference_p_positive": {"min": float(ref["p_positive"].min()), "max": float(ref["p_positive"].max()), "mean": float(ref["p_positive"].mean())},
         "bytes_per_copy_of_2000_images": {d: 2000 * int(np.prod(activations.shape[1:])) * (4 if d == "float32" else 2) for d in STORAGE},
     }
 
@@ -185,7 +185,7 @@ def main(argv=None) -> int:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     for key, row in report["results"]["against_reference"].items():
         print(f"{key:28s} block5_pool mean rel {row['block5_pool']['mean_abs_over_mean_ref']:.2e}, "
-              f"P(dog) max abs {row['p_dog']['max_abs']:.2e}, logit max abs {row['p_dog_logit']['max_abs']:.2e}, "
+              f"P(positive) max abs {row['p_positive']['max_abs']:.2e}, logit max abs {row['p_positive_logit']['max_abs']:.2e}, "
               f"same decision {row['same_decision_as_reference']:.3f}")
     print(f"wrote {args.out}")
     return 0

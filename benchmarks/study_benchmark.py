@@ -1,8 +1,8 @@
 """Study benchmark: a finished study's stage timings against this machine's compute bound.
 
 Reads the per-stage run records a `dvc repro` wrote (the folder that holds `--metrics`:
-data/features/record.json, plots/<stage>/metrics.json, metrics/runs/evaluate.json; see
-stages/lib/study.py), split's counts (metrics/split.json) and the params each stage ran
+plots/extract_features/record.json, plots/<stage>/metrics.json, metrics/runs/evaluate.json;
+see stages/lib/study.py), split's counts (metrics/runs/split.json) and the params each stage ran
 with (dvc.lock, else params.yaml). For every stage it counts the FLOPs of the
 work it did, phase by phase, from the models built with stages/lib/models.py at the study's
 image size (benchmarks/model_flops.py: conv and dense multiply-adds; a training step is the
@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 
 from benchmarks import benchmark  # machine_info, repro_timings
-from stages.lib.study import FEATURES_RECORD_FILE, MODEL_NAMES, METRICS_DIR, run_file, training_record_file
+from stages.lib.study import FEATURES_RECORD_FILE, MODEL_NAMES, METRICS_DIR, SPLITS, run_file, training_record_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,10 +118,12 @@ def section(params: dict, stage: str, name: str) -> dict:
 
 
 def split_counts(metrics_dir: Path) -> dict[str, int]:
-    split = read_json(metrics_dir / "split.json")
+    """Images per split (both classes), from split's run record."""
+    path = run_file("split", metrics_dir)
+    split = read_json(path)
     if not split:
-        raise SystemExit(f"error: {metrics_dir / 'split.json'} not found: the benchmark needs a finished `split` stage")
-    return {name: sum(split[name].values()) for name in ("train", "validation", "test")}  # images of both classes
+        raise SystemExit(f"error: {path} not found: the benchmark needs a finished `split` stage")
+    return {name: sum(split[name].values()) for name in SPLITS}
 
 
 # ---------------------------------------------------------------- models and their FLOPs

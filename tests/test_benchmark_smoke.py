@@ -176,7 +176,7 @@ def test_old_format_metrics_are_recognised():
 
 
 def synthetic_study(root: Path) -> None:
-    """A finished study's record, new format: split's counts in metrics/, each stage's run
+    """A finished study's record, new format: split's counts in metrics/runs/, each stage's run
     record where the study keeps it (study.py: every timed stage, an evaluate with per-model
     scores), a dvc.lock listing the VGG16 stages' params (augment
     bank of 2 copies) and a params.yaml edited since (no bank, float32 asked for)."""
@@ -186,7 +186,9 @@ def synthetic_study(root: Path) -> None:
     epochs = {"train_custom": (30, 50.0), "train_custom_aug": (160, 55.0), "train_feature_clf": (30, 0.5),
               "train_aug_frozen": (30, 1.2), "finetune": (20, 70.0)}
     metrics = {
-        "split": {s: {"cat": n, "dog": n} for s, n in (("train", 1000), ("validation", 500), ("test", 500))},
+        "split": {**{s: {"cat": n, "dog": n} for s, n in (("train", 1000), ("validation", 500), ("test", 500),
+                                                          ("extended", 7000))},
+                  "duplicates_dropped": 3, "unused_images": 0},
         "extract_features": {"images": 4000, "images_per_second": 10.0, "feature_size": 8192, "bank_images": 4000,
                              "bank_images_per_second": 13.3, "bank_bytes": 414720000, "bank_seconds": 300.0,
                              "wall_seconds": 720.0, **machine},
@@ -197,9 +199,11 @@ def synthetic_study(root: Path) -> None:
     }
     metrics["train_aug_frozen"]["frozen_seconds"] = 60.0
     from benchmarks.study_benchmark import record_file
+    from stages.lib.study import run_file
 
-    (root / "metrics").mkdir()
-    (root / "metrics" / "split.json").write_text(json.dumps(metrics.pop("split")))
+    split_record = run_file("split", root / "metrics")  # where split writes it
+    split_record.parent.mkdir(parents=True)
+    split_record.write_text(json.dumps(metrics.pop("split")))
     for name, values in metrics.items():
         record_file(root, name).parent.mkdir(parents=True, exist_ok=True)
         record_file(root, name).write_text(json.dumps(values))

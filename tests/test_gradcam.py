@@ -54,9 +54,9 @@ def quadrant_contrast(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def test_heatmap_is_brightest_where_the_class_pattern_is(corner_model):
     images, labels = corner_images(64, seed=1)
-    heatmaps, p_dog = grad_cam(corner_model, images, batch_size=24)  # batches of 24, 24, 16
-    assert ((p_dog >= 0.5) == labels).mean() > 0.9, "the tiny model did not learn the pattern"
-    np.testing.assert_allclose(p_dog, corner_model.predict(images, verbose=0).reshape(-1), atol=1e-5)
+    heatmaps, p_positive = grad_cam(corner_model, images, batch_size=24)  # batches of 24, 24, 16
+    assert ((p_positive >= 0.5) == labels).mean() > 0.9, "the tiny model did not learn the pattern"
+    np.testing.assert_allclose(p_positive, corner_model.predict(images, verbose=0).reshape(-1), atol=1e-5)
     assert heatmaps.shape == (64, SIZE, SIZE) and heatmaps.dtype == np.float32
     assert heatmaps.min() >= 0 and heatmaps.max() <= 1
     inside, outside = quadrant_contrast(heatmaps)
@@ -76,17 +76,17 @@ def test_saturated_predictions_get_the_same_heatmap(corner_model):
     sure.set_weights(corner_model.get_weights())
     kernel, bias = sure.get_layer(models.OUTPUT_LAYER).get_weights()
     sure.get_layer(models.OUTPUT_LAYER).set_weights([100 * kernel, 100 * bias])
-    heatmaps, p_dog = grad_cam(corner_model, images)
-    sure_heatmaps, sure_p_dog = grad_cam(sure, images)
-    assert np.isin(sure_p_dog, (0.0, 1.0)).mean() > 0.9, "expected saturated predictions"
-    np.testing.assert_array_equal(sure_p_dog >= 0.5, p_dog >= 0.5)
+    heatmaps, p_positive = grad_cam(corner_model, images)
+    sure_heatmaps, sure_p_positive = grad_cam(sure, images)
+    assert np.isin(sure_p_positive, (0.0, 1.0)).mean() > 0.9, "expected saturated predictions"
+    np.testing.assert_array_equal(sure_p_positive >= 0.5, p_positive >= 0.5)
     np.testing.assert_allclose(sure_heatmaps, heatmaps, atol=1e-4)
 
 
 def test_explaining_the_other_class_lights_up_other_places(corner_model):
     images, _ = corner_images(16, seed=3)
-    predicted, p_dog = grad_cam(corner_model, images)
-    chosen = (p_dog >= 0.5).astype(int)
+    predicted, p_positive = grad_cam(corner_model, images)
+    chosen = (p_positive >= 0.5).astype(int)
     same, _ = grad_cam(corner_model, images, classes=chosen)
     np.testing.assert_allclose(same, predicted, atol=1e-6)
     other, _ = grad_cam(corner_model, images, classes=1 - chosen)
@@ -140,7 +140,7 @@ def test_vgg16_models(nested):
     assert last_conv_layer(model) == "block5_conv3"
     assert chain_layers(model)[0].name == "vgg16_preprocessing"
     images = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
-    heatmaps, p_dog = grad_cam(model, images)
+    heatmaps, p_positive = grad_cam(model, images)
     assert heatmaps.shape == (3, 48, 48)
     assert heatmaps.min() >= 0 and heatmaps.max() <= 1 and np.isfinite(heatmaps).all()
-    np.testing.assert_allclose(p_dog, model.predict(images, verbose=0).reshape(-1), atol=1e-5)
+    np.testing.assert_allclose(p_positive, model.predict(images, verbose=0).reshape(-1), atol=1e-5)

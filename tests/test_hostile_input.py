@@ -183,14 +183,14 @@ def test_outputs_get_the_mode_of_a_normal_file(tmp_path, umask):
     plain.write_text("x")  # what the user's umask gives any new file
     (tmp_path / "plain_dir").mkdir()
     assert mode(plain) == 0o666 & ~umask
-    write_json(tmp_path / "metrics" / "split.json", {"a": 1})
+    write_json(tmp_path / "metrics" / "runs" / "split.json", {"a": 1})
     write_csv(tmp_path / "index.csv", pd.DataFrame({"a": [1]}))
     save_npz(tmp_path / "train.npz", labels=np.zeros(3, np.uint8))
     with atomic_path(tmp_path / "model.keras", suffix=".keras") as tmp:
         tmp.write_bytes(b"model")
     with atomic_dir(tmp_path / "split") as out:
         (out / "arrays").mkdir()
-    for name in ("metrics/split.json", "index.csv", "train.npz", "model.keras"):
+    for name in ("metrics/runs/split.json", "index.csv", "train.npz", "model.keras"):
         assert mode(tmp_path / name) == mode(plain), (name, oct(mode(tmp_path / name)))
     assert mode(tmp_path / "split") == mode(tmp_path / "plain_dir") == 0o777 & ~umask
 

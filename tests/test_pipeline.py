@@ -183,7 +183,7 @@ def test_exports_are_the_scored_models(project):
 
 
 def test_report(project):
-    """plots/report.md: a row per model from metrics/evaluate.json, a diagnosis per run
+    """plots/report.md: a row per model from metrics/runs/evaluate.json, a diagnosis per run
     computed from its dvclive TSVs, working links, a gallery of errors per model."""
     import re
 
@@ -470,17 +470,27 @@ def test_exp_show_fits_a_screen(project, monkeypatch):
 def test_a_finished_run_kept_as_a_record(project, tmp_path):
     """`python -m stages.tools.record_run` keeps the run's params, classes, metrics, report and
     figures, and writes a README whose numbers are the run's; readme_table's own-data block
-    reads the same record; an unfinished project is one line, exit 2, and no record."""
+    reads the same record; a file an older run left in metrics/ is not kept; a command whose
+    -S disagrees with the run's params.yaml, and an unfinished project, are one line, exit 2,
+    and no record."""
     from stages.lib.study import MODEL_NAMES
     from stages.tools import readme_table, record_run
 
+    (project / "metrics" / "split.json").write_text("{}")  # where an older split wrote its counts
     dest = tmp_path / "records" / "tiny"
-    assert record_run.main([str(project), str(dest), "--command", "dvc repro", "--reference", "none, a test."]) == 0
+    image_size = yaml.safe_load((project / "params.yaml").read_text())["split"]["image_size"]
+    command = f"dvc exp run -S split.image_size={image_size}"
+    try:
+        assert record_run.main([str(project), str(dest), "--command", command, "--reference", "none, a test."]) == 0
+    finally:
+        (project / "metrics" / "split.json").unlink()  # the fixture's project is shared with later tests
     for kept in ("params.yaml", "data/split/classes.json", "metrics/runs/evaluate.json", "metrics/test/finetune.json",
-                 "plots/report.md", "plots/evaluate/accuracy.png", "plots/train_custom/metrics.json"):
+                 "metrics/runs/split.json", "metrics/train_custom.json", "plots/report.md", "plots/evaluate/accuracy.png",
+                 "plots/train_custom/metrics.json"):
         assert (dest / kept).is_file(), kept
+    assert not (dest / "metrics" / "split.json").exists()
     text = (dest / "README.md").read_text()
-    assert text.startswith("# cat vs. dog: the study on other data\n") and "```\ndvc repro\n```" in text
+    assert text.startswith("# cat vs. dog: the study on other data\n") and f"```\n{command}\n```" in text
     for name in MODEL_NAMES:
         scores = read_json(project / f"metrics/test/{name}.json")
         kept = read_json(project / f"metrics/{name}.json")
@@ -491,6 +501,13 @@ def test_a_finished_run_kept_as_a_record(project, tmp_path):
     block = readme_table.own_data_table(dest)
     assert block.splitlines()[:2] == record_run.results_table(record_run.summary(dest))[:2]
     assert "none, a test." in block
+
+    wrong = subprocess.run([sys.executable, "-m", "stages.tools.record_run", str(project), str(tmp_path / "wrong"),
+                            "--command", f"dvc exp run -S split.image_size={image_size + 1}"],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert wrong.returncode == 2 and len(wrong.stderr.splitlines()) == 1, wrong.stderr
+    assert f"split.image_size={image_size + 1}" in wrong.stderr and "params.yaml" in wrong.stderr
+    assert not (tmp_path / "wrong").exists()
 
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()

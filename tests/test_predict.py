@@ -218,3 +218,26 @@ def test_special_files_urls_and_heic_each_get_a_line(trained, tmp_path):
     assert rows[url] == ["-", "error: a URL: predict reads local files; download the image first (e.g. curl -O URL)"]
     assert rows[str(heic)] == ["-", "error: unsupported format HEIC: convert it to JPEG or PNG"]
     assert "4 of 5 file(s) could not be read" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_names_the_terminal_cannot_show_are_printed_escaped(trained, tmp_path):
+    """A name that is not UTF-8 (a Latin-1 é from an old archive) and one the locale cannot
+    encode (猫 under ASCII) each get their line, escaped, in text and JSON: no crash half-way."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    latin1 = os.fsdecode(b"caf\xe9.png")
+    for name in (latin1, "猫.png"):
+        Image.new("RGB", (20, 20), (220, 220, 220)).save(folder / name)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONIOENCODING": "ascii"}
+    for as_json in ([], ["--json"]):
+        run = subprocess.run([sys.executable, "-m", "stages.tools.predict", str(folder), "--model", "train_custom",
+                              *as_json], cwd=trained, env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        lines = run.stdout.splitlines()
+        assert len(lines) == 2 and "Traceback" not in run.stderr, run.stdout + run.stderr
+        if as_json:
+            assert {os.fsencode(json.loads(line)["file"]) for line in lines} == {
+                os.fsencode(folder / latin1), os.fsencode(folder / "猫.png")}
+        else:
+            assert {line.split("\t")[0] for line in lines} == {f"{folder}/caf\\xe9.png", f"{folder}/\\u732b.png"}
+            assert all(line.endswith("\tdog") for line in lines)

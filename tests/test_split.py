@@ -9,22 +9,22 @@ import pytest
 from stages.lib.params import UserError
 from stages import split
 
-CLASSES = ("cat", "dog")
+CATS_DOGS = ("cat", "dog")
 CFG = {"train_per_class": 3, "val_per_class": 2, "test_per_class": 1, "order": "id", "seed": 1, "image_size": 48,
        "extended_per_class": 100, "classes": None}
 
 
 def deduplicate(manifest):
-    return split.deduplicate(manifest, CLASSES)
+    return split.deduplicate(manifest, CATS_DOGS)
 
 
 def assign(manifest, cfg, rejected):
     """The index: train, validation and test rows."""
-    return split.plan(manifest, CLASSES, cfg, rejected)[0]
+    return split.plan(manifest, CATS_DOGS, cfg, rejected)[0]
 
 
 def extended(manifest, cfg):
-    return split.plan(manifest, CLASSES, cfg, 0)[1]
+    return split.plan(manifest, CATS_DOGS, cfg, 0)[1]
 
 
 def manifest(n=8, same=()):

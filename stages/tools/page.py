@@ -28,6 +28,7 @@ import argparse
 import io
 import json
 import logging
+import math
 import secrets
 import sys
 import tempfile
@@ -43,6 +44,7 @@ import numpy as np
 from PIL import Image
 
 from stages.lib.images import MAX_PIXELS
+from stages.lib.metrics import predicted_labels
 from stages.lib.params import UserError, load_params, run_stage
 from stages.lib.study import (
     DESCRIPTIONS, MODEL_NAMES, SPLIT_DIR, SUMMARY_FIGURES, TEST_METRICS, THRESHOLD, evaluate_dir, model_figure,
@@ -200,7 +202,7 @@ class Study:
         results = []
         for name in self.models:
             p = self._probability(name, image)
-            results.append({"model": name, "p": p, "label": self.classes[int(p >= THRESHOLD)]})
+            results.append({"model": name, "p": p, "label": self.classes[int(predicted_labels(p))]})
         return {"file": file_name, "token": token, "error": None, "results": results}
 
     def input_png(self, token: str) -> bytes | None:
@@ -224,7 +226,7 @@ class Study:
             return None
         with self.lock:
             p = self._probability(name, image)
-            heatmap, _ = grad_cam(self.models[name], image[None], layer, classes=np.array([int(p >= THRESHOLD)]))
+            heatmap, _ = grad_cam(self.models[name], image[None], layer, classes=predicted_labels([p]))
         return png_bytes(np.clip(overlay(image, heatmap[0]) * 255 + 0.5, 0, 255).astype(np.uint8))
 
     def _probability(self, name: str, image: np.ndarray) -> float:
@@ -315,6 +317,11 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(Study.refusal(file_name, "no Content-Length: send the file as the request body"),
                             HTTPStatus.LENGTH_REQUIRED)
             return
+        if size < 0:  # rfile.read(-1) would read until the client closes: refused before reading
+            self.close_connection = True
+            self._send_json(Study.refusal(file_name, f"Content-Length {size}: must be the body's size in bytes"),
+                            HTTPStatus.BAD_REQUEST)
+            return
         if size > self.study.max_upload_bytes:
             self._discard_body(size)
             self._send_json(Study.refusal(file_name, self.study.too_many_bytes(size)),
@@ -387,8 +394,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: must be 0-65535")
-    if not args.max_upload_mb > 0:
-        raise UserError(f"--max-upload-mb {args.max_upload_mb}: must be a positive number of MB")
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):  # nan and inf parse as floats
+        raise UserError(f"--max-upload-mb {args.max_upload_mb}: must be a positive, finite number of MB")
     if not 0 < args.max_pixels <= MAX_PIXELS:
         raise UserError(f"--max-pixels {args.max_pixels}: must be 1-{MAX_PIXELS} (the pipeline's limit)")
     return args

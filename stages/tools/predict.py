@@ -41,8 +41,9 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from stages.lib.params import UserError, load_params, run_stage
+from stages.lib.params import UserError, load_params, printable, run_stage
 from stages.lib.images import FORMATS, check_image, decode_resized
+from stages.lib.metrics import predicted_labels
 from stages.lib.study import CLASSES_FILE, MODEL_NAMES, THRESHOLD, metrics_file, model_file, read_classes
 
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # http://, https://, s3://...: not a local file
@@ -79,6 +80,13 @@ def validation_accuracy(stage: str) -> float | None:
         raise UserError(f"{path} has no readable validation accuracy ({type(e).__name__}: {e}); {NOT_FOUND_HINT}") from None
 
 
+def best_on_validation(scored: list[tuple[float, str]]) -> tuple[float, str]:
+    """The (validation accuracy, model name) to use by default among `scored`, in
+    MODEL_NAMES order: the highest accuracy; max() keeps the first of equals, so ties go to
+    the earlier, simpler model."""
+    return max(scored, key=lambda pair: pair[0])
+
+
 def choose_model(requested: str | None) -> tuple[str, str]:
     """(model name, why it was chosen), or UserError when there is none to use."""
     if requested is not None:
@@ -94,8 +102,7 @@ def choose_model(requested: str | None) -> tuple[str, str]:
     if not scored:
         raise UserError(f"{metrics_file(present[0])} not found, so no model can be chosen by validation accuracy: "
                         f"{NOT_FOUND_HINT}, or name one with --model")
-    # max() keeps the first of equals: ties go to the earlier, simpler model.
-    accuracy, name = max(scored, key=lambda pair: pair[0])
+    accuracy, name = best_on_validation(scored)
     return name, f"best validation accuracy {accuracy:.3f} ({metrics_file(name)}); --model to choose another"
 
 
@@ -172,29 +179,34 @@ def load_predictor(name: str, image_size: int):
 
 def line(path: Path, model: str, classes: tuple[str, str], p_positive: float | None, error: str | None,
          as_json: bool) -> str:
-    label = None if p_positive is None else classes[int(p_positive >= THRESHOLD)]
-    if as_json:
+    label = None if p_positive is None else classes[int(predicted_labels(p_positive))]
+    if as_json:  # json.dumps escapes a non-UTF-8 name's bytes (\udcXX), so a reader can get them back
         p = None if p_positive is None else round(p_positive, 6)
         return json.dumps({"file": str(path), "model": model, "positive_class": classes[1], "p_positive": p,
                            "label": label, "error": error})
     if error is not None:
-        return f"{path}\t-\terror: {error}"
-    return f"{path}\t{p_positive:.4f}\t{label}"
+        return f"{printable(str(path))}\t-\terror: {error}"
+    return f"{printable(str(path))}\t{p_positive:.4f}\t{label}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A file name the terminal's encoding cannot show (猫.jpg under a Latin-1 or ASCII
+    # locale) is written escaped, never a UnicodeEncodeError half-way through the files.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     name, why = choose_model(args.model)
     classes = class_names()
     image_size = load_params("split")["split"]["image_size"]
     urls = [p for p in args.paths if URL.match(p)]
     files, skipped, special = image_files([Path(p) for p in args.paths if p not in urls])
     if skipped:
-        print(f"skipped {len(skipped)} file(s) in folders that are not images by name, e.g. {skipped[0]}; "
+        print(f"skipped {len(skipped)} file(s) in folders that are not images by name, e.g. {printable(str(skipped[0]))}; "
               "name a file to try it anyway", file=sys.stderr)
     if special:
         print(f"skipped {len(special)} file(s) in folders that are not regular files (a pipe, socket or device, "
-              f"or a link to one), e.g. {special[0]}", file=sys.stderr)
+              f"or a link to one), e.g. {printable(str(special[0]))}", file=sys.stderr)
     if not files and not urls:
         raise UserError(f"no image files in {', '.join(args.paths)}")
     model = load_predictor(name, image_size)

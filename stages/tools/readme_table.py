@@ -1,7 +1,7 @@
 """Fill the README's results table from evaluate's record (metrics/runs/evaluate.json), and
 its per-stage table (epochs, epoch kept, wall time, images/s, CPU, precision) from each
 stage's DVC metrics and run record (metrics/<stage>.json, plots/<stage>/metrics.json,
-data/features/record.json: see stages/lib/study.py); never by hand:
+plots/extract_features/record.json: see stages/lib/study.py); never by hand:
 
     python -m stages.tools.readme_table            # rewrite the tables in README.md
     python -m stages.tools.readme_table --check    # exit 1 if README.md's tables are out of date
@@ -142,7 +142,7 @@ def stage_table(root: Path) -> str:
     """The per-stage block: how each stage of the committed run trained and what it cost,
     under the project folder `root`: epochs, epoch kept and its validation accuracy from the
     training stage's DVC metrics; wall time, s/epoch, images/s, CPU and precision from its
-    run record (extract_features': inside data/features, there after `dvc pull`)."""
+    run record (extract_features': plots/extract_features/record.json, in git)."""
     rows = ["| stage | epochs (kept) | val accuracy (kept epoch) | wall | s/epoch | train images/s | CPU | precision |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     total = 0.0
@@ -192,7 +192,7 @@ def own_data_table(record: Path) -> str:
             from None
     negative, positive = facts["classes"]
     rows = [*results_table(facts), "",
-            f"{negative} vs. {positive} ({split_line(facts)}): {facts['training_minutes']} min of training on "
+            f"{negative} vs. {positive} ({split_line(facts)}): {facts['training_minutes']} min of training and feature extraction on "
             f"{facts['cpu']} ({facts['cpu_kind']}, {facts['precision']}). Published, for comparison (quoted, not "
             f"measured here): {run.get('reference', '-')} The run: [{record.as_posix()}]({record.as_posix()}/README.md), "
             "written by `python -m stages.tools.record_run`."]

@@ -4,11 +4,14 @@
 
 PROJECT: the folder where the run finished (`dvc exp run` or `dvc repro`), e.g. a clone
 pointed at your own images; DEST: the record's folder, e.g. plots/experiments/hymenoptera.
-It copies what the run wrote for readers (params.yaml, the class names, metrics/, the report
-and every figure and history under plots/) and writes DEST/README.md: the command, the
+It copies what the run wrote for readers (params.yaml, the class names, the metrics and run
+records its stages declare, the report and every figure and history under plots/; never a
+stale file an older run left in metrics/) and writes DEST/README.md: the command, the
 classes and split sizes, per model the test accuracy with its interval, balanced accuracy
 and the epoch kept, the wall time and the machine. `--reference` quotes a published result
-for the same data beside it (quoted, not measured here).
+for the same data beside it (quoted, not measured here). Each `-S key=value` (or
+`--set-param`) of --command must agree with the run's params.yaml, the value read as YAML as
+DVC reads it: a command that did not make the run is refused (one line, exit 2).
 
 The README's "Your own data" table is filled from such a record by
 `python -m stages.tools.readme_table`.
@@ -18,21 +21,74 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from stages.lib.study import (CLASSES_FILE, DESCRIPTIONS, FEATURES_RECORD_FILE, METRICS_DIR, MODEL_NAMES, PLOTS_DIR,
-                              metrics_file, run_file, model_scores_file, training_record_file)
+from stages.lib.study import (CLASSES_FILE, DESCRIPTIONS, FEATURES_RECORD_FILE, MODEL_NAMES, PLOTS_DIR, metrics_file,
+                              run_file, model_scores_file, training_record_file)
+from stages.tools.predict import best_on_validation
 
-# What a record keeps of the project, relative to both folders.
-COPIED = ("params.yaml", CLASSES_FILE.as_posix(), METRICS_DIR.as_posix(), PLOTS_DIR.as_posix())
+PARAMS_FILE = "params.yaml"
 RUN_FILE = "run.json"  # the command, the reference and the totals, beside the copies
 
 
 class RecordError(Exception):
     """A project that has not finished a run: one line, exit 2."""
+
+
+def copied(project: Path) -> list[str]:
+    """What a record keeps of the project in `project`, relative to both folders: the params,
+    the class names, plots/, and of metrics/ only the files this pipeline's stages declare
+    (each training stage's DVC metrics, evaluate's per model, split's and evaluate's run
+    records), so a file an older pipeline wrote there is left behind."""
+    declared = [*(metrics_file(name) for name in MODEL_NAMES), *(model_scores_file(name) for name in MODEL_NAMES),
+                run_file("split"), run_file("evaluate")]
+    return [PARAMS_FILE, CLASSES_FILE.as_posix(), PLOTS_DIR.as_posix(),
+            *(path.as_posix() for path in declared if (project / path).is_file())]
+
+
+def set_params(command: str) -> list[tuple[str, str, str]]:
+    """The (params file, dotted key, value as typed) of each `-S`/`--set-param` in a `dvc exp
+    run` command; Hydra's `+key=`/`++key=` prefixes dropped, `~key` deletions skipped."""
+    words = shlex.split(command)
+    found = []
+    for i, word in enumerate(words):
+        if word in ("-S", "--set-param") and i + 1 < len(words):
+            setting = words[i + 1]
+        elif word.startswith("--set-param="):
+            setting = word.partition("=")[2]
+        elif word.startswith("-S") and len(word) > 2:
+            setting = word[2:]
+        else:
+            continue
+        key, sep, value = setting.partition("=")
+        if not sep or key.startswith("~"):
+            continue
+        file, colon, dotted = key.lstrip("+").rpartition(":")
+        found.append((file if colon else PARAMS_FILE, dotted, value))
+    return found
+
+
+def check_command(project: Path, command: str) -> None:
+    """RecordError when a `-S key=value` of `command` disagrees with the run's params."""
+    import yaml
+
+    for file, key, value in set_params(command):
+        path = project / file
+        if not path.is_file():
+            raise RecordError(f"--command sets {key} in {file}, but {path} not found")
+        ran = yaml.safe_load(path.read_text())
+        for part in key.split("."):
+            if not isinstance(ran, dict) or part not in ran:
+                raise RecordError(f"--command sets {key}={value} but {path} has no {key}: "
+                                  "give the command that made the run")
+            ran = ran[part]
+        if yaml.safe_load(value) != ran:
+            raise RecordError(f"--command sets {key}={value} but {path} has {key}: {json.dumps(ran)}: "
+                              "give the command that made the run")
 
 
 def read_json(path: Path) -> dict:
@@ -107,11 +163,12 @@ def readme(facts: dict, run: dict) -> str:
 def record(project: Path, dest: Path, command: str, reference: str | None) -> dict:
     """Copy the run in `project` into `dest` (replaced as a whole) and write its README."""
     facts = summary(project)  # first: a run that is not finished leaves dest as it was
+    check_command(project, command)
     run = {"command": command, **({"reference": reference} if reference else {})}
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        for name in COPIED:
+        for name in copied(project):
             source = project / name
             if source.is_dir():
                 shutil.copytree(source, staging / name, ignore=shutil.ignore_patterns("experiments"))
@@ -140,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     except RecordError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    best = max(facts["models"], key=lambda m: facts["models"][m]["val_accuracy"])
+    _, best = best_on_validation([(m["val_accuracy"], name) for name, m in facts["models"].items()])
     print(f"record_run: {args.dest}/README.md; best on validation: {best} "
           f"(test accuracy {facts['models'][best]['accuracy']:.3f})")
     return 0
