@@ -43,9 +43,10 @@ def stage_plots() -> tuple[list[str], list[str]]:
     file in those folders of the committed study."""
     from dvc_render import ImageRenderer, VegaRenderer
 
-    files = sorted(path.relative_to(ROOT).as_posix() for stage in DVC_FILE["stages"].values()
-                   for entry in stage.get("plots", []) for out in ([entry] if isinstance(entry, str) else entry)
-                   for path in (ROOT / out).rglob("*") if path.is_file())
+    declared = [ROOT / out for stage in DVC_FILE["stages"].values()
+                for entry in stage.get("plots", []) for out in ([entry] if isinstance(entry, str) else entry)]
+    files = sorted(path.relative_to(ROOT).as_posix() for out in declared
+                   for path in ([out] if out.is_file() else out.rglob("*")) if path.is_file())
     figures = [f for f in files if Path(f).suffix in ImageRenderer.EXTENSIONS]
     return [VegaRenderer.remove_special_chars(f) for f in files if f not in figures], figures
 
