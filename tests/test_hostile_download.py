@@ -342,7 +342,10 @@ def write_params(folder: Path, source) -> None:
 
 
 @pytest.mark.network
-def test_sigterm_during_download_removes_part_and_temporary_folder(server, tmp_path):
+@pytest.mark.parametrize("stop, said", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C (SIGINT)")])
+def test_stopping_a_download_removes_part_and_temporary_folder(server, tmp_path, stop, said):
+    """SIGTERM (a scheduler, `kill`) or Ctrl-C: one line, the exit code of that signal, and
+    nothing left behind."""
     write_params(tmp_path, f"{server}/drip.zip")
     stage = run_stage_process("stages.download", tmp_path)
     try:
@@ -351,14 +354,14 @@ def test_sigterm_during_download_removes_part_and_temporary_folder(server, tmp_p
             assert stage.poll() is None, stage.communicate()
             assert time.monotonic() < deadline, "the download never started"
             time.sleep(0.05)
-        stage.send_signal(signal.SIGTERM)
+        stage.send_signal(stop)
         out, err = stage.communicate(timeout=30)
     finally:
         if stage.poll() is None:
             stage.kill()
-    assert stage.returncode == 128 + signal.SIGTERM, (out, err)
+    assert stage.returncode == 128 + stop, (out, err)
     assert err.strip().splitlines() == [
-        "error: download stopped by SIGTERM; its temporary files were removed, rerun it to finish"
+        f"error: download stopped by {said}; its temporary files were removed, rerun it to finish"
     ], err
     assert list((tmp_path / "data").iterdir()) == [], "no .download-* folder and no .part file left"
 

@@ -11,7 +11,6 @@ import contextlib
 import copy
 import io
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -276,26 +275,45 @@ def test_download_onto_a_full_disk_stops_before_converting_the_weights(tmp_path,
 # ---------------------------------------------------------------- Ctrl-C
 
 
-@pytest.mark.network
-def test_ctrl_c_during_download_is_one_line_and_leaves_nothing(server, tmp_path):
-    write_params(tmp_path, download={"source": f"{server}/drip.zip"})
-    stage = run_stage_process("stages.download", tmp_path)
+@pytest.mark.slow
+def test_ctrl_c_during_training_is_one_line_and_the_run_resumes(tmp_path, random_vgg16_weights):
+    """Ctrl-C in a training stage run by hand: one line, exit 130, no traceback; the epochs
+    it finished are kept in its checkpoint, and the next run goes on from there. (Download's
+    Ctrl-C: tests/test_hostile_download.py; all stages share params.run_stage.)"""
+    import json
+    import signal
+
+    from helpers import dvc, make_project, tiny_params
+
+    params = tiny_params(write_kaggle_folder(tmp_path / "images", per_class=24), random_vgg16_weights)
+    params["train_custom"]["epochs"] = 40
+    project = make_project(tmp_path / "project", params)
+    dvc(project, "repro", "split")
+    state = project / "data" / "checkpoints" / "train_custom" / "state.json"
+    stage = run_stage_process("stages.train_custom", project)
     try:
-        deadline = time.monotonic() + 30
-        while not list(tmp_path.glob("data/.download-*/source-1/source.zip.part")):
+        deadline = time.monotonic() + 120
+        while not (state.is_file() and len(json.loads(state.read_text())["history"]) >= 2):
             assert stage.poll() is None, stage.communicate()
-            assert time.monotonic() < deadline, "the download never started"
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
             time.sleep(0.05)
         stage.send_signal(signal.SIGINT)
-        out, err = stage.communicate(timeout=30)
+        out, err = stage.communicate(timeout=60)
     finally:
         if stage.poll() is None:
             stage.kill()
     assert stage.returncode == 128 + signal.SIGINT, (out, err)
-    assert err.strip().splitlines() == [
-        "error: download stopped by Ctrl-C (SIGINT); its temporary files were removed, rerun it to finish"
-    ], err
-    assert list((tmp_path / "data").iterdir()) == [], "no .download-* folder and no .part file left"
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: train_custom stopped by Ctrl-C (SIGINT); its temporary files were removed, rerun it "
+                      "to finish"], err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    done = len(json.loads(state.read_text())["history"])
+    assert 2 <= done < 40
+    rerun = run_stage_process("stages.train_custom", project)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert f"after epoch {done}" in out, out  # "resuming from ... after epoch N"
+    assert json.loads((project / "metrics/train_custom.json").read_text())["epochs"] == 40
 
 
 # ---------------------------------------------------------------- bounds and params files
