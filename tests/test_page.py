@@ -29,15 +29,13 @@ import yaml
 from keras import layers
 from PIL import Image
 
-from helpers import ROOT, SHARED_IMAGES, shared_missing, synthetic_image
+from helpers import ROOT, SHARED_IMAGES, headless_chromium, shared_missing, synthetic_image
 
 from stages.lib.study import MODEL_NAMES, SUMMARY_FIGURES, classes_record, model_figure, model_scores_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 SIZE = 48
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 MAX_UPLOAD_MB = 1  # small limits, so that the test's bad files cross them cheaply
 MAX_PIXELS = 1_000_000
 WAIT_SECONDS = 60
@@ -124,24 +122,8 @@ def page(project, tmp_path_factory):
 def browser(tmp_path_factory):
     """Headless Chromium whose requests to any address but this machine go to a closed
     port (a proxy that is not there), so nothing could reach a CDN even if the page asked."""
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("Chromium and its driver are not installed (Debian: apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements.txt)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-                 "--proxy-server=127.0.0.1:9", "--window-size=1300,1000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with headless_chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def wait_for(driver, script: str, what: str):

@@ -19,13 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, dvc
+from helpers import ROOT, dvc, headless_chromium
 
 from stages.lib.study import MODEL_NAMES
 
 DVC_FILE = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 LOAD_SECONDS = 60
 
 
@@ -139,27 +137,11 @@ def test_page_has_no_script_from_a_network(page):
 def offline_browser(tmp_path_factory):
     """Headless Chromium with its network off: Chrome DevTools' offline emulation, and a
     proxy to a closed local port besides, so that no request leaves the machine."""
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("Chromium and its driver are not installed (Debian: apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements.txt)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-                 "--proxy-server=127.0.0.1:9", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with headless_chromium(tmp_path_factory.mktemp("chromium-profile"), "1400,1000") as driver:
         driver.execute_cdp_cmd("Network.enable", {})
         driver.execute_cdp_cmd("Network.emulateNetworkConditions",
                                {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
         yield driver
-    finally:
-        driver.quit()
 
 
 # Per Vega chart on the page: its drawing surface (vega-embed renders to a canvas, or an SVG
