@@ -1,7 +1,7 @@
 """Hostile input, round three: servers that send their headers slowly or a malformed
 Content-Length, full disks (small tmpfs mounts, or skipped where mounting is not allowed),
 archives nested side by side and folders named like archives, messages that name what the
-user wrote instead of deleted temporaries, a source that is the project itself, Ctrl-C,
+user wrote instead of deleted temporaries, a source that is the project itself,
 bounds of params, broken params files and environment variables, arrays files that do not
 fit together, and 16-bit images. Only 127.0.0.1 servers started here are contacted."""
 
@@ -270,50 +270,6 @@ def test_download_onto_a_full_disk_stops_before_converting_the_weights(tmp_path,
         assert f"{sources.VGG16_NOTOP_PARAMS * 4 + 4 * 2**20} bytes needed" in lines[0]
         assert sorted(p.name for p in (project / "data").iterdir()) == ["raw", "weights"], "no temporary folder left"
         assert list((project / "data" / "weights").iterdir()) == []
-
-
-# ---------------------------------------------------------------- Ctrl-C
-
-
-@pytest.mark.slow
-def test_ctrl_c_during_training_is_one_line_and_the_run_resumes(tmp_path, random_vgg16_weights):
-    """Ctrl-C in a training stage run by hand: one line, exit 130, no traceback; the epochs
-    it finished are kept in its checkpoint, and the next run goes on from there. (Download's
-    Ctrl-C: tests/test_hostile_download.py; all stages share params.run_stage.)"""
-    import json
-    import signal
-
-    from helpers import dvc, make_project, tiny_params
-
-    params = tiny_params(write_kaggle_folder(tmp_path / "images", per_class=24), random_vgg16_weights)
-    params["train_custom"]["epochs"] = 40
-    project = make_project(tmp_path / "project", params)
-    dvc(project, "repro", "split")
-    state = project / "data" / "checkpoints" / "train_custom" / "state.json"
-    stage = run_stage_process("stages.train_custom", project)
-    try:
-        deadline = time.monotonic() + 120
-        while not (state.is_file() and len(json.loads(state.read_text())["history"]) >= 2):
-            assert stage.poll() is None, stage.communicate()
-            assert time.monotonic() < deadline, "no checkpoint after 120 s"
-            time.sleep(0.05)
-        stage.send_signal(signal.SIGINT)
-        out, err = stage.communicate(timeout=60)
-    finally:
-        if stage.poll() is None:
-            stage.kill()
-    assert stage.returncode == 128 + signal.SIGINT, (out, err)
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert errors == ["error: train_custom stopped by Ctrl-C (SIGINT); its temporary files were removed, rerun it "
-                      "to finish"], err
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    done = len(json.loads(state.read_text())["history"])
-    assert 2 <= done < 40
-    rerun = run_stage_process("stages.train_custom", project)
-    out, err = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, err
-    assert f"after epoch {done}" in out, out  # "resuming from ... after epoch N"
-    assert json.loads((project / "metrics/train_custom.json").read_text())["epochs"] == 40
 
 
 # ---------------------------------------------------------------- bounds and params files
