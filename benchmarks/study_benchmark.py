@@ -1,7 +1,7 @@
 """Study benchmark: a finished study's stage timings against this machine's compute bound.
 
 Reads the per-stage run records a `dvc repro` wrote (the folder that holds `--metrics`:
-plots/extract_features/record.json, plots/<stage>/metrics.json, metrics/runs/evaluate.json;
+plots/extract_features/record.json, plots/<stage>/history.json ("run"), metrics/runs/evaluate.json;
 see stages/lib/study.py), split's counts (metrics/runs/split.json) and the params each stage ran
 with (dvc.lock, else params.yaml). For every stage it counts the FLOPs of the
 work it did, phase by phase, from the models built with stages/lib/models.py at the study's
@@ -51,7 +51,8 @@ import time
 from pathlib import Path
 
 from benchmarks import benchmark  # machine_info, repro_timings
-from stages.lib.study import FEATURES_RECORD_FILE, MODEL_NAMES, METRICS_DIR, SPLITS, run_file, training_record_file
+from stages.lib.study import (FEATURES_RECORD_FILE, MODEL_NAMES, METRICS_DIR, SPLITS, feature_passes, history_file, run_file,
+                              training_record)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,13 +85,23 @@ def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def record_file(study: Path, stage: str) -> Path:
-    """Where the study in folder `study` keeps the run record of `stage`."""
-    if stage == "extract_features":
-        return study / FEATURES_RECORD_FILE
+def read_stage_record(study: Path, stage: str) -> dict | None:
+    """The run record of `stage` in the study in folder `study`, as one flat dict (None if
+    the stage has not run): a training stage's "run" in its history file; extract_features'
+    per-pass numbers as images, images_per_second (its features pass), bank_images and
+    bank_seconds."""
     if stage == "evaluate":
-        return study / run_file(stage)
-    return study / training_record_file(stage)
+        return read_json(study / run_file(stage))
+    if stage != "extract_features":
+        return training_record(study / history_file(stage)) or None
+    record = read_json(study / FEATURES_RECORD_FILE)
+    if record is None or "passes" not in record:
+        return record
+    passes = feature_passes(record)
+    flat = {k: v for k, v in record.items() if k != "passes"}
+    flat.update(images=passes["features"]["images"], images_per_second=passes["features"]["images_per_second"],
+                bank_images=passes.get("bank", {}).get("images", 0), bank_seconds=passes.get("bank", {}).get("seconds", 0))
+    return flat
 
 
 def study_params(lock: Path, params_file: Path) -> dict[str, dict]:
@@ -318,7 +329,7 @@ def study_report(args) -> dict:
     counts = split_counts(args.metrics)
     found, missing, skipped = {}, [], {}
     for stage in ("extract_features", *MODEL_NAMES, "evaluate"):
-        metrics = read_json(record_file(args.metrics.parent, stage))
+        metrics = read_stage_record(args.metrics.parent, stage)
         if metrics is None:
             missing.append(stage)
         elif outdated := old_format(stage, metrics):

@@ -8,10 +8,10 @@ P(positive class): ECE over 15 equal-width bins and the Brier score; under "exte
 the extended test set, when `split` wrote one); under plots/evaluate/ per model its predictions (and on the extended
 test set, under predictions_extended/), ROC curve, reliability curve, most confidently
 misclassified images, Grad-CAM heatmaps and learning curves (drawn here from each training
-stage's dvclive history, so a change to a figure reruns this stage alone);
+stage's history file, so a change to a figure reruns this stage alone);
 plots/report.md: the results, what each phase of the study shows, paired comparisons of
 the models (McNemar, on both test sets), the figures, and a diagnosis of each training run
-(with the epoch it kept, from its run record, plots/<stage>/metrics.json); and data/export/<model>/: each model
+(with the epoch it kept, from its run record in plots/<stage>/history.json); and data/export/<model>/: each model
 as a TensorFlow SavedModel.
 
 The exports are made here, one stage for all five, rather than by each training stage: a

@@ -6,8 +6,9 @@
   block4_pool activations, stored as float16, for `train_aug_frozen` and `finetune`. Copy k
   is exactly what the online path feeds block 5 in epoch k (same seed, same augmentation
   draws), so both stages train as if they augmented every epoch, at a fraction of the cost.
-- Its run record, plots/extract_features/record.json (study.FEATURES_RECORD_FILE): images/s,
-  the bank's size and time, wall seconds, CPU and precision. Kept in git as a `plots:` output,
+- Its run record, plots/extract_features/record.json (study.FEATURES_RECORD_FILE): images,
+  seconds and images/s per pass (the plots page's chart of it), the bank's size, wall
+  seconds, CPU and precision. Kept in git as a `plots:` output,
   not an uncached `outs:`, so the stage keeps its run-cache (see study.py, "Where each
   stage's numbers go"), and a clone without the data still has it (the README's table).
 """
@@ -72,17 +73,16 @@ def main() -> None:
         timings["bank_seconds"] = time.perf_counter() - t
 
     images = sum(len(s["images"]) for s in splits.values())
-    bank_images = copies * len(train["images"])
+    passes = [("features", images, timings["features_seconds"]),
+              ("bank", copies * len(train["images"]), timings["bank_seconds"])]
     write_json(
         FEATURES_RECORD_FILE,
         {
-            "images": images,
-            "images_per_second": round(images / timings["features_seconds"], 1),
+            # the rows of its chart on the plots page (images/s per pass); no bank, no row
+            "passes": [{"pass": name, "images": n, "seconds": round(seconds, 1),
+                        "images_per_second": round(n / seconds, 1)} for name, n, seconds in passes if n],
             "feature_size": int(np.prod(block5.output.shape[1:])),
-            "bank_images": bank_images,
-            "bank_images_per_second": round(bank_images / timings["bank_seconds"], 1) if bank_images else 0,
             "bank_bytes": int(bank.nbytes + validation.nbytes),
-            "bank_seconds": round(timings["bank_seconds"], 1),
             "wall_seconds": round(time.perf_counter() - started, 1),
             **runtime.machine(),
         },

@@ -189,24 +189,26 @@ def synthetic_study(root: Path) -> None:
         "split": {**{s: {"cat": n, "dog": n} for s, n in (("train", 1000), ("validation", 500), ("test", 500),
                                                           ("extended", 7000))},
                   "duplicates_dropped": 3, "unused_images": 0},
-        "extract_features": {"images": 4000, "images_per_second": 10.0, "feature_size": 8192, "bank_images": 4000,
-                             "bank_images_per_second": 13.3, "bank_bytes": 414720000, "bank_seconds": 300.0,
-                             "wall_seconds": 720.0, **machine},
+        "extract_features": {"passes": [{"pass": "features", "images": 4000, "seconds": 400.0, "images_per_second": 10.0},
+                                        {"pass": "bank", "images": 4000, "seconds": 300.0, "images_per_second": 13.3}],
+                             "feature_size": 8192, "bank_bytes": 414720000, "wall_seconds": 720.0, **machine},
         **{stage: {"epochs_run": n, "seconds_per_epoch": s, "train_images_per_second": round(2000 / s, 1),
                    "wall_seconds": round(n * s + 10, 1), **machine} for stage, (n, s) in epochs.items()},
         # evaluate's "precision" is a score per model, not a compute precision.
         "evaluate": {stage: {"accuracy": 0.9, "precision": 0.9, "n": 1000} for stage in epochs},
     }
     metrics["train_aug_frozen"]["frozen_seconds"] = 60.0
-    from benchmarks.study_benchmark import record_file
-    from stages.lib.study import run_file
+    from stages.lib.study import FEATURES_RECORD_FILE, history_file, run_file
 
-    split_record = run_file("split", root / "metrics")  # where split writes it
-    split_record.parent.mkdir(parents=True)
-    split_record.write_text(json.dumps(metrics.pop("split")))
-    for name, values in metrics.items():
-        record_file(root, name).parent.mkdir(parents=True, exist_ok=True)
-        record_file(root, name).write_text(json.dumps(values))
+    def write(path, values):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(json.dumps(values))
+
+    write(run_file("split"), metrics.pop("split"))  # where split writes it
+    write(run_file("evaluate"), metrics.pop("evaluate"))
+    write(FEATURES_RECORD_FILE, metrics.pop("extract_features"))
+    for name, values in metrics.items():  # a training stage's record, in its history file
+        write(history_file(name), {"history": [], "run": values})
     vgg16 = {"preprocessing": "imagenet", "augment_bank": 2}
     head = {"dense_units": 256, "dropout": 0.5}
     lock = {"schema": "2.0", "stages": {

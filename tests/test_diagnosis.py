@@ -1,10 +1,9 @@
 """The diagnosis of a training run from its history: each label on synthetic curves, every
 threshold from both sides, robustness to one-epoch spikes, the committed run's own
-histories, and histories read back from dvclive's TSVs."""
+histories, and histories read back from a training stage's history file."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from helpers import ROOT
 from stages.lib import diagnosis
 from stages.lib.diagnosis import GAP, MIN_EPOCHS, MIN_STALL, RISE, TOLERANCE, TRAIN_FALL, WINDOW
+from stages.lib.study import history_file, history_rows, read_history, training_record
 
 
 def history(val_loss, loss=None, accuracy=None, val_accuracy=None):
@@ -200,8 +200,8 @@ def test_running_median():
 
 
 def committed(stage: str) -> diagnosis.Diagnosis:
-    record = json.loads((ROOT / "plots" / stage / "metrics.json").read_text())  # its run record
-    return diagnosis.diagnose(diagnosis.read_history(ROOT / "plots" / stage), record.get("restored_epoch"))
+    path = history_file(stage, ROOT / "plots")
+    return diagnosis.diagnose(read_history(path), training_record(path).get("restored_epoch"))
 
 
 def test_committed_small_convnet_overfits_from_about_epoch_12():
@@ -223,23 +223,19 @@ def test_committed_regularisation_delays_and_shrinks_overfitting():
     assert f"the weights kept are epoch {regularised.kept_epoch}'s (restore_best)" in regularised.line
 
 
-# ---------------------------------------------------------------- dvclive TSVs
+# ---------------------------------------------------------------- history files
 
 
-def test_read_history_from_dvclive(tmp_path):
-    """The stage's own logger writes the TSVs; read back, they give the same diagnosis."""
-    from dvclive import Live
+def test_read_history_from_the_history_file(tmp_path):
+    """What training.History writes (two rows per epoch), read back, gives the same diagnosis."""
+    from stages.lib.outputs import write_json
 
     val = np.r_[np.linspace(0.69, 0.56, 4), 0.56 + 0.05 * np.arange(1, 9)]
     rows = history(val)
-    live = Live(dir=str(tmp_path / "train_x"), dvcyaml=None, save_dvc_exp=False)
-    for row in rows:
-        live.step = row["epoch"]
-        for key in diagnosis.HISTORY_KEYS:
-            live.log_metric(key, row[key])
-        live.next_step()
-    live.end()
-    read = diagnosis.read_history(tmp_path / "train_x")
+    path = tmp_path / "train_x" / "history.json"
+    write_json(path, {"history": history_rows(rows)})
+    assert training_record(path) == {}  # no run record until the stage ends
+    read = read_history(path)
     assert [r["epoch"] for r in read] == list(range(1, 13))
     for got, want in zip(read, rows):
         for key in diagnosis.HISTORY_KEYS:
@@ -249,7 +245,5 @@ def test_read_history_from_dvclive(tmp_path):
 
 
 def test_read_history_names_the_missing_file(tmp_path):
-    (tmp_path / "plots" / "metrics").mkdir(parents=True)
-    (tmp_path / "plots" / "metrics" / "loss.tsv").write_text("step\tloss\n1\t0.5\n")
-    with pytest.raises(FileNotFoundError, match="accuracy.tsv"):
-        diagnosis.read_history(tmp_path)
+    with pytest.raises(FileNotFoundError, match="history.json not found: run the training stage"):
+        read_history(tmp_path / "history.json")

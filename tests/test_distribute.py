@@ -22,7 +22,7 @@ import yaml
 
 from helpers import ROOT
 from stages.lib.params import ParamError, UserError, load_params, validate_section
-from stages.lib.study import training_record_file
+from stages.lib.study import history_file, training_record
 
 TIMEOUT = 240  # seconds per stage process; a tiny run takes ~15 s
 # Makes N logical CPU devices (env LOGICAL_CPUS) before TensorFlow initialises, then runs
@@ -151,7 +151,7 @@ def trained(path: Path, stage: str) -> tuple[list[np.ndarray], dict]:
     import keras
 
     model = keras.models.load_model(path / f"data/models/{stage}.keras", safe_mode=True)
-    return [w for w in model.get_weights()], json.loads((path / training_record_file(stage)).read_text())
+    return [w for w in model.get_weights()], training_record(path / history_file(stage))
 
 
 def assert_same_training(a, b):
@@ -159,7 +159,7 @@ def assert_same_training(a, b):
     assert len(weights_a) == len(weights_b)
     for wa, wb in zip(weights_a, weights_b):
         np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
-    for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):  # the run records' last epoch
+    for key in ("final_train_loss", "final_val_loss", "final_train_accuracy", "final_val_accuracy"):  # the run records' last epoch
         assert metrics_a[key] == pytest.approx(metrics_b[key], rel=1e-4, abs=1e-5), key
 
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from helpers import ROOT, TRAINING_STAGES, dvc, git, make_project, ran_stages, tiny_params, write_kaggle_folder
+from stages.lib.study import read_history
 
 pytestmark = pytest.mark.slow  # every test reads one `dvc repro` of the whole pipeline
 
@@ -86,16 +87,21 @@ def test_training_stage_outputs(project, stage):
     metrics = read_json(project / f"metrics/{stage}.json")
     assert list(metrics) == ["epochs", "kept_epoch", "val_accuracy"] and metrics["epochs"] == 2
     assert 0.0 <= metrics["val_accuracy"] <= 1.0 and metrics["kept_epoch"] in (1, 2)
-    record = read_json(project / f"plots/{stage}/metrics.json")  # dvclive's summary and the run record
-    assert record["epochs_run"] == 2 and record["step"] == 2 and np.isfinite(record["val_loss"])
+    saved = read_json(project / f"plots/{stage}/history.json")  # its history and run record, one file
+    assert sorted(saved) == ["history", "run"] and list(project.glob(f"plots/{stage}/*")) == [
+        project / f"plots/{stage}/history.json"]
+    assert [(r["epoch"], r["split"]) for r in saved["history"]] == [
+        (1, "training"), (1, "validation"), (2, "training"), (2, "validation")], "two rows per epoch"
+    assert all(sorted(r) == ["accuracy", "epoch", "loss", "split"] for r in saved["history"])
+    record = saved["run"]
+    assert record["epochs_run"] == 2 and np.isfinite(record["final_val_loss"])
     assert record["best_val_loss_epoch"] in (1, 2) and record["wall_seconds"] > 0 and record["cpu"]
     kept = record.get("restored_epoch", 2)
     assert metrics["kept_epoch"] == kept
-    val_accuracy = pd.read_csv(project / f"plots/{stage}/plots/metrics/val_accuracy.tsv", sep="\t")
-    assert metrics["val_accuracy"] == pytest.approx(val_accuracy["val_accuracy"][kept - 1], abs=1e-4)
-    for name in ("loss", "val_loss", "accuracy", "val_accuracy"):
-        rows = pd.read_csv(project / f"plots/{stage}/plots/metrics/{name}.tsv", sep="\t")
-        assert rows["step"].tolist() == [1, 2], f"{stage} {name}: one row per epoch"
+    history = read_history(project / f"plots/{stage}/history.json")
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert metrics["val_accuracy"] == pytest.approx(history[kept - 1]["val_accuracy"], abs=1e-4)
+    assert record["final_val_accuracy"] == history[-1]["val_accuracy"]
     assert (project / f"plots/evaluate/curves/{stage}.png").stat().st_size > 1000
     assert not (project / "data/checkpoints" / stage).exists(), "checkpoint removed after success"
 
@@ -105,7 +111,9 @@ def test_features(project):
         assert f["features"].shape == (24, 1, 1, 512)  # 48 px in, 1x1x512 out of VGG16
         assert f["labels"].tolist() == [0] * 12 + [1] * 12
     record = read_json(project / "plots/extract_features/record.json")  # its run record, kept in git
-    assert record["images"] == 24 + 12 + 12 and record["wall_seconds"] > 0 and record["cpu"]
+    passes = {p["pass"]: p for p in record["passes"]}  # the rows of its chart: images/s per pass
+    assert passes["features"]["images"] == 24 + 12 + 12 and record["wall_seconds"] > 0 and record["cpu"]
+    assert all(p["images_per_second"] > 0 and p["seconds"] >= 0 for p in passes.values())
 
 
 def test_evaluate(project):
@@ -184,10 +192,10 @@ def test_exports_are_the_scored_models(project):
 
 def test_report(project):
     """plots/report.md: a row per model from metrics/runs/evaluate.json, a diagnosis per run
-    computed from its dvclive TSVs, working links, a gallery of errors per model."""
+    computed from its history file, working links, a gallery of errors per model."""
     import re
 
-    from stages.lib.diagnosis import diagnose, read_history
+    from stages.lib.diagnosis import diagnose
     from stages.lib.study import DESCRIPTIONS
 
     text = (project / "plots/report.md").read_text()
@@ -198,8 +206,8 @@ def test_report(project):
         r = results[name]
         row = [line for line in lines if line.startswith("| ") and f"| `{name}` | {r['accuracy']:.3f} (" in line]
         assert len(row) == 1 and row[0].endswith(f"| {r['n']} |"), name
-        kept = read_json(project / f"plots/{name}/metrics.json").get("restored_epoch")  # restore_best's epoch
-        diagnosis = diagnose(read_history(project / "plots" / name), kept)
+        kept = read_json(project / f"plots/{name}/history.json")["run"].get("restored_epoch")  # restore_best's epoch
+        diagnosis = diagnose(read_history(project / f"plots/{name}/history.json"), kept)
         assert diagnosis.epochs == 2
         assert (project / f"plots/evaluate/misclassified_{name}.png").stat().st_size > 1000
         row = [line for line in lines if line.startswith(f"| {DESCRIPTIONS[name]} | `{name}` | ")
@@ -245,18 +253,22 @@ def test_plots_diff_overlays_an_experiment_on_the_workspace(project):
         dvc(project, "exp", "run", "-n", name, "-S", f"train_feature_clf.learning_rate={rate}")
     shown = json.loads(dvc(project, "plots", "diff", "plots-a", "--json").stdout)
     assert not shown.get("errors"), shown["errors"]
-    for chart in ("train_feature_clf loss", "train_feature_clf accuracy", "ROC on the test split",
-                  "plots/evaluate/accuracy.csv"):
+    loss_chart = "plots/train_feature_clf/history.json"  # the stage's plots: output, drawn as its loss
+    for chart in (loss_chart, "train_feature_clf: accuracy", "ROC on the test split", "plots/evaluate/accuracy.csv",
+                  "plots/extract_features/record.json"):
         (plot,) = shown["data"][chart]
         assert sorted(plot["revisions"]) == ["plots-a", "workspace"], chart
         values = plot["content"]["data"]["values"]
         assert {v["rev"] for v in values} == {"plots-a", "workspace"}, chart
-    values = shown["data"]["train_feature_clf loss"][0]["content"]["data"]["values"]
-    loss = {(v["rev"], v["filename::field"].split("::")[1], int(v["step"])): float(v["dvc_inferred_y_value"])
-            for v in values}  # DVC names each series "<file>::<field>"
-    assert sorted(loss) == sorted((rev, field, epoch) for rev in ("plots-a", "workspace")
-                                  for field in ("loss", "val_loss") for epoch in (1, 2))
-    assert any(loss["plots-a", "loss", epoch] != loss["workspace", "loss", epoch] for epoch in (1, 2))
+    (plot,) = shown["data"][loss_chart]
+    assert plot["content"]["title"]["text"] == "train_feature_clf: loss"
+    loss = {(v["rev"], v["split"], int(v["epoch"])): float(v["loss"]) for v in plot["content"]["data"]["values"]}
+    assert sorted(loss) == sorted((rev, split, epoch) for rev in ("plots-a", "workspace")
+                                  for split in ("training", "validation") for epoch in (1, 2))
+    assert any(loss["plots-a", "training", epoch] != loss["workspace", "training", epoch] for epoch in (1, 2))
+    # and nothing generic: the curated charts, the stages' declared charts and the figures
+    shown = json.loads(dvc(project, "plots", "show", "--json").stdout)
+    assert not shown.get("errors") and len(shown["data"]) == 13 + 10 + 5 + 1 + 3, sorted(shown["data"])
 
 
 def test_noop_repro_runs_nothing(project):
@@ -400,7 +412,7 @@ def test_a_wiped_workspace_comes_back_without_retraining(project):
         after = {p.relative_to(project).as_posix(): p.read_bytes() for p in (project / "metrics").glob("*.json")}
         assert after == before
         assert (project / "data/models/finetune.keras").is_file() and (project / "plots/report.md").is_file()
-        assert (project / "plots/train_custom/plots/metrics/loss.tsv").is_file()
+        assert (project / "plots/train_custom/history.json").is_file()
         assert dvc(project, "status").stdout.strip().endswith("up to date.")
 
 
@@ -486,7 +498,7 @@ def test_a_finished_run_kept_as_a_record(project, tmp_path):
         (project / "metrics" / "split.json").unlink()  # the fixture's project is shared with later tests
     for kept in ("params.yaml", "data/split/classes.json", "metrics/runs/evaluate.json", "metrics/test/finetune.json",
                  "metrics/runs/split.json", "metrics/train_custom.json", "plots/report.md", "plots/evaluate/accuracy.png",
-                 "plots/train_custom/metrics.json"):
+                 "plots/train_custom/history.json"):
         assert (dest / kept).is_file(), kept
     assert not (dest / "metrics" / "split.json").exists()
     text = (dest / "README.md").read_text()

@@ -1,7 +1,8 @@
 """The plots page a user opens: `dvc plots show` on the committed study draws the curated
-list of dvc.yaml's `plots:`, then the stage outputs that must stay `plots:` to keep DVC's
-run-cache (split's data figures, each training stage's dvclive history, file by file: see
-dvc.yaml's header), and nothing else; it warns about nothing, and its charts are drawn by a
+list of dvc.yaml's `plots:` and the charts and figures the stages' `plots:` outputs declare
+(one file per stage that keeps DVC's run-cache: each training stage's history drawn as its
+loss chart, extract_features' images/s, split's data figures; see dvc.yaml's header), and
+nothing else; it warns about nothing, and its charts are drawn by a
 browser with no network (the Vega libraries are inside the page).
 
 The browser test drives Debian's Chromium (`apt-get install chromium chromium-driver`, as
@@ -38,7 +39,7 @@ def curated() -> tuple[list[str], list[str]]:
 
 def stage_plots() -> tuple[list[str], list[str]]:
     """(chart ids, figure paths) that DVC draws from the stages' own `plots:` outputs: every
-    file in those folders of the committed study."""
+    file in them (split's is a folder of figures) in the committed study."""
     from dvc_render import ImageRenderer, VegaRenderer
 
     declared = [ROOT / out for stage in DVC_FILE["stages"].values()
@@ -103,7 +104,7 @@ def test_only_the_long_stages_keep_plots_outputs():
     plotted = {name: [next(iter(e)) if isinstance(e, dict) else e for e in stage["plots"]]
                for name, stage in DVC_FILE["stages"].items() if "plots" in stage}
     assert plotted == {"split": ["plots/data"], "extract_features": ["plots/extract_features/record.json"],
-                       **{m: [f"plots/{m}"] for m in MODEL_NAMES}}
+                       **{m: [f"plots/{m}/history.json"] for m in MODEL_NAMES}}
     evaluate_outs = [next(iter(e)) if isinstance(e, dict) else e for e in DVC_FILE["stages"]["evaluate"]["outs"]]
     assert {"plots/evaluate", "plots/report.md"} <= set(evaluate_outs)
 
@@ -112,14 +113,18 @@ def test_plots_show_draws_the_curated_list(page):
     from dvc_render import VegaRenderer
 
     charts, figures = curated()
-    assert (len(charts), len(figures)) == (18, 10)
-    history_charts, data_figures = stage_plots()
-    # 4 TSVs and dvclive's summary per training stage, extract_features' record
-    assert len(history_charts) == 5 * 5 + 1 and len(data_figures) == 3
+    assert (len(charts), len(figures)) == (13, 10)
+    stage_charts, data_figures = stage_plots()
+    # each training stage's loss chart (its history.json), extract_features' images/s
+    assert len(stage_charts) == 5 + 1 and len(data_figures) == 3
     html = body(page.read_text(encoding="utf-8"))
     drawn = re.findall(r"vegaEmbed\('#([^']+)'", html)
-    assert drawn[:len(charts)] == [VegaRenderer.remove_special_chars(c) for c in charts], "the curated charts first"
-    assert sorted(drawn[len(charts):]) == sorted(history_charts)
+    assert sorted(drawn) == sorted([VegaRenderer.remove_special_chars(c) for c in charts] + stage_charts)
+    # the charts a stage output declares are the ones dvc.yaml titles: nothing generic
+    declared = {name: stage for name, stage in DVC_FILE["stages"].items() if "plots" in stage}
+    for name in [*MODEL_NAMES, "extract_features"]:
+        (out, props), = declared[name]["plots"][0].items()
+        assert {"template", "title", "x", "y"} <= set(props), (name, props)
     images = re.findall(r'<img src="([^"]+)"', html)
     assert len(images) == len(figures) + len(data_figures)
     assert all((page.parent / src).is_file() for src in images), images

@@ -151,8 +151,14 @@ def test_a_missing_classes_file_says_how_to_get_it(tmp_path):
     (root / CLASSES_FILE).write_text('{"classes": ["cat"]}')
     run = predict(root, "img.png", "--model", "train_custom")
     assert run.returncode == 2
-    assert run.stderr.strip().startswith("error: data/split/classes.json does not name two classes (IndexError")
-    assert "Traceback" not in run.stderr
+    assert run.stderr.strip() == ("error: data/split/classes.json: 'classes' is ['cat'], two different class names "
+                                  "are needed [negative, positive]: it is written by the split stage; rerun it "
+                                  "(dvc repro --force split)")
+    for damaged in ('{"classes": ["cat", "cat"]}', '["cat", "dog"]', "{not json"):
+        (root / CLASSES_FILE).write_text(damaged)
+        run = predict(root, "img.png", "--model", "train_custom")
+        assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+        assert run.stderr.startswith("error: data/split/classes.json") and "split" in run.stderr
 
 
 def test_unknown_model_is_a_usage_error(trained):

@@ -157,25 +157,27 @@ def test_a_model_absent_from_metrics_is_shown_as_such(tmp_path):
 def test_stage_table_from_the_stage_metrics(tmp_path):
     """The per-stage table: epochs, the epoch kept and its validation accuracy from
     metrics/<stage>.json; time and machine from each stage's run record."""
-    from stages.lib.study import FEATURES_RECORD_FILE, metrics_file, training_record_file
+    from stages.lib.study import FEATURES_RECORD_FILE, history_file, metrics_file
 
     def write(path, values):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(json.dumps(values))
 
     machine = {"cpu": "Test CPU", "cpu_kind": "avx2", "gpus": 0, "precision": "float32"}
-    write(FEATURES_RECORD_FILE, {"images": 4000, "images_per_second": 70.0, "bank_images": 20000,
-                                 "bank_images_per_second": 80.5, "wall_seconds": 300.0, **machine})
+    write(FEATURES_RECORD_FILE, {"passes": [{"pass": "features", "images": 4000, "seconds": 57.1, "images_per_second": 70.0},
+                                            {"pass": "bank", "images": 20000, "seconds": 248.4, "images_per_second": 80.5}],
+                                 "wall_seconds": 300.0, **machine})
     for i, stage in enumerate(MODELS):
         kept = 21 if stage == "train_custom_aug" else 30 + i
         write(metrics_file(stage), {"epochs": 30 + i, "kept_epoch": kept, "val_accuracy": 0.8 if kept == 21 else 0.7})
-        write(training_record_file(stage), {"epochs_run": 30 + i, "wall_seconds": 60.0 * i, "seconds_per_epoch": 2.5,
-                                            "train_images_per_second": 800.0, **machine})
+        write(history_file(stage), {"history": [], "run": {"epochs_run": 30 + i, "wall_seconds": 60.0 * i,
+                                                           "seconds_per_epoch": 2.5, "train_images_per_second": 800.0,
+                                                           **machine}})
     block = readme_table.stage_table(tmp_path)
     rows = {r[0]: r for r in (line.strip("|").split("|") for line in block.splitlines() if line.startswith("| `"))}
     assert [c.strip() for c in rows[" `train_custom_aug` "][1:4]] == ["31 (21)", "0.800", "1.0 min"]
     assert [c.strip() for c in rows[" `train_custom` "][1:3]] == ["30 (30)", "0.700"]
-    assert "4000 images at 70.0/s; bank 20000 at 80.5/s" in rows[" `extract_features` "][1]
+    assert "features 4000 images at 70.0/s; bank 20000 images at 80.5/s" in rows[" `extract_features` "][1]
     assert "Test CPU (avx2)" in block and "float32" in block
     assert f"{(300 + 60 * sum(range(len(MODELS)))) / 60:.0f} min in all" in block
     (tmp_path / FEATURES_RECORD_FILE).unlink()  # a run that never reached extract_features

@@ -13,7 +13,8 @@ import pytest
 
 from helpers import ROOT
 from stages.figures import report
-from stages.lib.diagnosis import diagnose, read_history
+from stages.lib.diagnosis import diagnose
+from stages.lib.study import history_rows, read_history
 from stages.lib.metrics import binary_metrics, brier_score, expected_calibration_error, mcnemar_p
 from stages.lib.study import DESCRIPTIONS, MODEL_NAMES
 
@@ -59,24 +60,23 @@ def test_gallery_matches_images_by_file(tmp_path):
     assert none == 0 and (tmp_path / "n.png").stat().st_size > 500
 
 
-def write_tsvs(stage_dir: Path, val_loss, loss, accuracy=None, val_accuracy=None) -> None:
-    folder = stage_dir / "plots" / "metrics"
-    folder.mkdir(parents=True)
+def write_history(stage_dir: Path, val_loss, loss, accuracy=None, val_accuracy=None) -> None:
+    """A training stage's history file, as training.fit writes it (no run record)."""
+    stage_dir.mkdir(parents=True)
     n = len(val_loss)
     columns = {"loss": loss, "val_loss": val_loss,
                "accuracy": np.linspace(0.6, 0.9, n) if accuracy is None else accuracy,
                "val_accuracy": np.linspace(0.6, 0.8, n) if val_accuracy is None else val_accuracy}
-    for key, values in columns.items():
-        lines = ["step\t" + key] + [f"{i + 1}\t{v}" for i, v in enumerate(values)]
-        (folder / f"{key}.tsv").write_text("\n".join(lines) + "\n")
+    rows = [{"epoch": i + 1, **{k: float(v[i]) for k, v in columns.items()}} for i in range(n)]
+    (stage_dir / "history.json").write_text(json.dumps({"history": history_rows(rows)}))
 
 
 def fake_plots(tmp_path: Path, curves: dict) -> Path:
-    """plots/ with each stage's dvclive TSVs (curves: stage -> write_tsvs arguments), the
-    figures the report links and the learning curves drawn from the TSVs."""
+    """plots/ with each stage's history file (curves: stage -> write_history arguments), the
+    figures the report links and the learning curves drawn from the histories."""
     plots = tmp_path / "plots"
     for stage, columns in curves.items():
-        write_tsvs(plots / stage, *columns)
+        write_history(plots / stage, *columns)
     (plots / "data").mkdir()
     (plots / "data" / "class_counts.png").write_bytes(b"png")
     (plots / "evaluate").mkdir()
@@ -135,7 +135,7 @@ def test_study_report(tmp_path):
         assert f"{r['accuracy']:.3f} ({r['accuracy_ci_low']:.3f}-{r['accuracy_ci_high']:.3f})" in row
         assert f"| {r['roc_auc']:.3f} |" in row
         assert row.endswith(f"| {r['ece']:.3f} | {r['brier']:.3f} | {r['n']} |")
-        d = diagnose(read_history(plots / stage), {"b": 11}.get(stage))
+        d = diagnose(read_history(plots / stage / "history.json"), {"b": 11}.get(stage))
         assert f"- `{stage}`: {d.line}" in text.splitlines()
         row = next(line for line in text.splitlines() if line.startswith(f"| `{stage}` | 12 |"))
         assert row.startswith(f"| `{stage}` | 12 | {d.best_val_loss:.4f} ({d.best_epoch}) | {d.kept_epoch or 12} | {d.onset} |")
@@ -208,7 +208,7 @@ def test_study_report_says_what_each_phase_shows(tmp_path):
     phase1 = lines[lines.index("### Phase 1: a small convnet from scratch") + 2]
     phase2 = lines[lines.index("### Phase 2: VGG16 pre-trained on ImageNet") + 2]
 
-    plain, regularised = (diagnose(read_history(plots / s), k) for s, k in (("train_custom", None),
+    plain, regularised = (diagnose(read_history(plots / s / "history.json"), k) for s, k in (("train_custom", None),
                                                                            ("train_custom_aug", 28)))
     assert plain.label == regularised.label == "overfitting" and (plain.onset, regularised.onset) == (8, 30)
     assert f"`train_custom` (small convnet) reaches 0.750 on the test split; {plain.summary}." in phase1
@@ -319,7 +319,7 @@ def test_study_report_names_a_missing_history(tmp_path):
     from stages.lib.params import UserError
 
     results = {"a": binary_metrics(np.array([0, 1]), np.array([0.2, 0.7]))}
-    with pytest.raises(UserError, match="loss.tsv not found"):
+    with pytest.raises(UserError, match="history.json not found"):
         report.study_report(results, {}, tmp_path, tmp_path / "report.md", ("cat", "dog"))
 
 

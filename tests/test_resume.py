@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 
 from helpers import ROOT, dvc, make_project, ran_stages, tiny_params, write_kaggle_folder
+from stages.lib.study import read_history
 
 EPOCHS = 6
 STATE = Path("data/checkpoints/train_custom/state.json")
@@ -54,10 +54,8 @@ def kill_after(project: Path, epochs: int, timeout: float = 240) -> tuple[int, s
 
 
 def curve_steps(project: Path) -> dict[str, list[int]]:
-    return {
-        name: pd.read_csv(project / f"plots/train_custom/plots/metrics/{name}.tsv", sep="\t")["step"].tolist()
-        for name in CURVES
-    }
+    history = read_history(project / "plots/train_custom/history.json")
+    return {name: [row["epoch"] for row in history if name in row] for name in CURVES}
 
 
 def set_params(project: Path, **train_custom) -> None:

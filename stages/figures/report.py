@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from stages.lib.study import (PLOTS_DIR, SUMMARY_FIGURES, THRESHOLD, best_row,  # noqa: E402
-                              data_plots_dir, evaluate_dir, history_dir, model_figure, training_record_file)
+                              data_plots_dir, evaluate_dir, history_file, model_figure, read_history,
+                              training_record)
 from stages.figures.evaluation import image_grid  # noqa: E402
 from stages.lib.outputs import save_figure  # noqa: E402
 
@@ -188,42 +189,38 @@ def class_balance(results: dict, classes: tuple[str, str]) -> list[str]:
 
 
 def stage_curves(stages: list[str], plots_dir: Path, out_dir: Path) -> None:
-    """Learning curves (PNG) of each training stage, from its dvclive history."""
-    from stages.lib.diagnosis import read_history
+    """Learning curves (PNG) of each training stage, from its history file."""
     from stages.lib.params import UserError
 
     for stage in stages:
         try:
-            history = read_history(history_dir(stage, plots_dir))
-        except (FileNotFoundError, ValueError) as e:
+            history = read_history(history_file(stage, plots_dir))
+        except (FileNotFoundError, ValueError, KeyError) as e:
             raise UserError(str(e)) from None
         training_curves(history, f"{stage}: loss and accuracy per epoch", out_dir / model_figure("curves", stage))
 
 
 def kept_epochs(stages: list[str], plots_dir: Path = PLOTS_DIR) -> dict[str, int]:
     """stage -> the epoch whose weights it saved, for the stages that kept their best epoch
-    (`restored_epoch` in its run record, study.training_record_file); a stage without the
+    (`restored_epoch` in its run record, study.training_record); a stage without the
     key kept its last."""
-    import json
-
     kept = {}
     for stage in stages:
-        path = training_record_file(stage, plots_dir)
-        if path.is_file() and "restored_epoch" in (record := json.loads(path.read_text())):
+        if "restored_epoch" in (record := training_record(history_file(stage, plots_dir))):
             kept[stage] = int(record["restored_epoch"])
     return kept
 
 
 def training_diagnoses(stages: list[str], plots_dir: Path, kept: dict[str, int] | None = None) -> dict:
-    """stage -> Diagnosis, each from the stage's dvclive TSVs under plots_dir/<stage>;
+    """stage -> Diagnosis, each from the stage's history file under plots_dir/<stage>;
     `kept`: stage -> the epoch it restored (kept_epochs), reported in its diagnosis."""
-    from stages.lib.diagnosis import diagnose, read_history
+    from stages.lib.diagnosis import diagnose
     from stages.lib.params import UserError
 
     kept = kept or {}
     try:
-        return {s: diagnose(read_history(history_dir(s, plots_dir)), kept.get(s)) for s in stages}
-    except (FileNotFoundError, ValueError) as e:
+        return {s: diagnose(read_history(history_file(s, plots_dir)), kept.get(s)) for s in stages}
+    except (FileNotFoundError, ValueError, KeyError) as e:
         raise UserError(str(e)) from None
 
 
@@ -495,7 +492,7 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
         lines.append(f"| `{stage}` | {d.epochs} | {d.best_val_loss:.4f} ({d.best_epoch}) | {d.kept_epoch or d.epochs} | "
                      f"{d.onset} | {d.final_gap:+.3f} | {label} | "
                      f"[curves]({link(figures / model_figure('curves', stage))}) |")
-    lines += ["", "Diagnosis per run, computed from its per-epoch history (`plots/<stage>/plots/metrics/*.tsv`):", ""]
+    lines += ["", "Diagnosis per run, computed from its per-epoch history (`plots/<stage>/history.json`):", ""]
     lines += [f"- `{stage}`: {d.line}" for stage, d in diagnoses.items()]
     lines += [
         "",

@@ -3,8 +3,8 @@ hand): when the validation loss stopped improving, what the training loss and th
 train - validation accuracy gap did from then on, and a label with a one-sentence reason.
 
 A history is a list of per-epoch dicts with `epoch` (1-based), `loss`, `accuracy`,
-`val_loss` and `val_accuracy`: what `training.fit` returns, and what `read_history` reads
-back from the dvclive TSVs of a training stage (`plots/<stage>/plots/metrics/*.tsv`).
+`val_loss` and `val_accuracy`: what `training.fit` returns, and what `study.read_history`
+reads back from a training stage's history file (`plots/<stage>/history.json`).
 
 Overfitting as the textbooks read it: the validation loss no longer improves while the
 training loss keeps falling; the train - validation accuracy gap (and a validation loss
@@ -39,11 +39,10 @@ Labels, checked in this order (thresholds are the constants below):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from stages.lib.study import HISTORY_KEYS, best_row, history_file
+from stages.lib.study import HISTORY_KEYS, best_row
 
 # Epochs per running median, and per end-of-run median. Five: up to two spikes in a row
 # (train_custom_aug has several) cannot move a median of five, while a real turn of the
@@ -213,22 +212,3 @@ def diagnose(history: list[dict], kept_epoch: int | None = None) -> Diagnosis:
         end_val_accuracy=end["val_accuracy"],
         kept_epoch=kept_epoch,
     )
-
-
-def read_history(live_dir: Path | str) -> list[dict]:
-    """A run's history from the dvclive TSVs under `live_dir` (plots/<stage>): one
-    `plots/metrics/<metric>.tsv` per metric, columns `step` (the epoch) and the metric."""
-    import pandas as pd
-
-    frame = None
-    for key in HISTORY_KEYS:
-        path = history_file(live_dir, key)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run the training stage that logs it (dvc repro)")
-        column = pd.read_csv(path, sep="\t")[["step", key]].drop_duplicates("step", keep="last")
-        frame = column if frame is None else frame.merge(column, on="step", how="inner")
-    frame = frame.sort_values("step")
-    return [
-        {"epoch": int(row["step"]), **{k: float(row[k]) for k in HISTORY_KEYS}}
-        for _, row in frame.iterrows()
-    ]

@@ -5,6 +5,7 @@ stage, tool or test can import it cheaply."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +45,23 @@ CLASSES_FILE = SPLIT_DIR / "classes.json"
 
 
 def read_classes(classes_file: Path = CLASSES_FILE) -> tuple[str, str]:
-    """(negative, positive) class names of the study, as `split` wrote them."""
-    import json
+    """(negative, positive) class names of the study, as `split` wrote them. A file that
+    does not name two different classes (edited by hand, damaged) is a UserError."""
+    from stages.lib.params import UserError
 
+    path = Path(classes_file)
     try:
-        names = json.loads(Path(classes_file).read_text())["classes"]
+        record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{classes_file} not found: run the split stage first (dvc repro split)") from None
+        raise FileNotFoundError(f"{path} not found: run the split stage first (dvc repro split)") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not JSON ({e}): it is written by the split stage; rerun it "
+                        "(dvc repro --force split)") from None
+    names = record.get("classes") if isinstance(record, dict) else None
+    if not (isinstance(names, list) and len(names) == 2 and all(isinstance(n, str) and n for n in names)
+            and names[0] != names[1]):
+        raise UserError(f"{path}: 'classes' is {names!r}, two different class names are needed [negative, "
+                        "positive]: it is written by the split stage; rerun it (dvc repro --force split)")
     return names[0], names[1]
 
 
@@ -87,7 +98,7 @@ def model_figure(kind: str, stage: str) -> str:
         return f"{kind}_{stage}.png"
     raise ValueError(f"no per-model figure {kind!r}")
 
-# What every training stage logs per epoch (dvclive TSVs under plots/<stage>/).
+# What every training stage records per epoch (training and validation; history_file).
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
@@ -165,28 +176,64 @@ def run_file(stage: str, metrics_dir: Path = METRICS_DIR) -> Path:
     return metrics_dir / "runs" / f"{stage}.json"
 
 
-def training_record_file(stage: str, plots_dir: Path = PLOTS_DIR) -> Path:
-    """A training stage's run record: dvclive's summary in its history folder (a `plots:`
-    output, so the stage keeps its run-cache), with what the run cost and kept (final and
-    best losses and accuracies, restored_epoch, seconds per epoch, images/s, wall seconds,
-    CPU, precision)."""
-    return history_dir(stage, plots_dir) / "metrics.json"
+def history_file(stage: str, plots_dir: Path = PLOTS_DIR) -> Path:
+    """A training stage's history and run record, one JSON file and the stage's one `plots:`
+    output (so the stage keeps its run-cache, and the plots page draws it once: as the
+    stage's loss chart, dvc.yaml; its accuracy chart reads the same file):
+
+        {"history": [{"epoch": 1, "split": "training", "loss": .., "accuracy": ..},
+                     {"epoch": 1, "split": "validation", "loss": .., "accuracy": ..}, ...],
+         "run": {what the run cost and kept: final and best losses and accuracies,
+                 restored_epoch, seconds per epoch, images/s, wall seconds, CPU, precision}}
+
+    Two rows per epoch (long form): one chart draws both splits, and `dvc plots diff`
+    overlays the revisions. Written after every epoch (no "run" until the stage ends)."""
+    return plots_dir / stage / "history.json"
 
 
-# extract_features' run record (images/s, bank size and time, wall seconds, CPU, precision):
-# no DVC metric (nothing it measures is compared between experiments), kept in git as a
-# `plots:` output, so the stage keeps its run-cache and a clone without data has it.
+# The history's splits, and the key each has in a history row in memory (`training.fit`).
+HISTORY_SPLITS = {"training": "", "validation": "val_"}
+
+
+def history_rows(history: list[dict]) -> list[dict]:
+    """The file's long form of a history (per-epoch dicts with HISTORY_KEYS)."""
+    return [{"epoch": int(row["epoch"]), "split": split, "loss": row[f"{prefix}loss"],
+             "accuracy": row[f"{prefix}accuracy"]}
+            for row in history for split, prefix in HISTORY_SPLITS.items()]
+
+
+def read_history(path: Path | str) -> list[dict]:
+    """A training stage's per-epoch history from its history_file: dicts with `epoch` and
+    HISTORY_KEYS, in epoch order, as `training.fit` returned it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the training stage that writes it (dvc repro)")
+    by_epoch: dict[int, dict] = {}
+    for row in json.loads(path.read_text())["history"]:
+        prefix = HISTORY_SPLITS[row["split"]]
+        by_epoch.setdefault(int(row["epoch"]), {"epoch": int(row["epoch"])}).update(
+            {f"{prefix}loss": float(row["loss"]), f"{prefix}accuracy": float(row["accuracy"])})
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def training_record(path: Path | str) -> dict:
+    """A training stage's run record: the "run" of its history_file ({} if the file or
+    the record is missing: a stage not run, or still running)."""
+    path = Path(path)
+    return json.loads(path.read_text()).get("run", {}) if path.is_file() else {}
+
+
+# extract_features' run record: per pass (the features of the splits, the augmentation bank)
+# its images, seconds and images/s, as the rows of a chart (images/s per pass); the bank's
+# size, wall seconds, CPU, precision. No DVC metric (nothing it measures is compared
+# between experiments); kept in git as the stage's `plots:` output, drawn as that one chart,
+# so the stage keeps its run-cache and a clone without data has it.
 FEATURES_RECORD_FILE = PLOTS_DIR / "extract_features" / "record.json"
 
 
-def history_dir(stage: str, plots_dir: Path = PLOTS_DIR) -> Path:
-    """The dvclive folder of a training stage."""
-    return plots_dir / stage
-
-
-def history_file(live_dir: Path | str, key: str) -> Path:
-    """Where dvclive logs one metric per epoch in a run's folder (columns `step`, `key`)."""
-    return Path(live_dir) / "plots" / "metrics" / f"{key}.tsv"
+def feature_passes(record: dict) -> dict[str, dict]:
+    """extract_features' passes by name ("features", and "bank" when it built one)."""
+    return {p["pass"]: p for p in record.get("passes", [])}
 
 
 def checkpoints_dir() -> Path:

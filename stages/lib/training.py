@@ -1,4 +1,5 @@
-"""The fit loop shared by every training stage: dvclive logging of each epoch, per-epoch
+"""The fit loop shared by every training stage: each epoch's losses and accuracies written to
+the stage's history file (plots/<stage>/history.json, its one `plots:` output), per-epoch
 checkpoints that a rerun resumes from, optional early stopping and best-epoch restore, and
 the stage's model and metrics written atomically. Training stages write data only (model,
 metrics, history); the figures are drawn by `evaluate` (stages/figures/report.py)."""
@@ -23,8 +24,8 @@ import tensorflow as tf
 from stages.lib.outputs import atomic_path, write_json
 from stages.lib.params import UserError
 from stages.lib.runtime import configure, machine, strategy_scope
-from stages.lib.study import (ARRAYS_DIR, BANK_FILE, HISTORY_KEYS, best_row, checkpoints_dir, history_dir, metrics_file,
-                              model_file, training_record_file)
+from stages.lib.study import (ARRAYS_DIR, BANK_FILE, HISTORY_KEYS, best_row, checkpoints_dir, history_file,
+                              history_rows, metrics_file, model_file)
 
 
 VALIDATION_BATCH = 200
@@ -125,21 +126,13 @@ def best_epoch(history: list[dict]) -> int:
 
 class History(keras.callbacks.Callback):
     """Appends each epoch's logs and wall seconds to a list (shared with Checkpoint) and
-    logs them with dvclive, step = epoch number (1-based), one TSV per metric."""
+    writes the history so far to the stage's history file after every epoch, so the plots
+    page shows a run in progress (`dvc plots show`)."""
 
-    def __init__(self, history: list[dict], live):
+    def __init__(self, stage: str, history: list[dict]):
         super().__init__()
+        self.path = history_file(stage)
         self.history = history
-        self.live = live
-        for row in history:  # a resumed run: DVC deleted the dvclive folder, log again
-            self._log(row)
-
-    def _log(self, row: dict) -> None:
-        self.live.step = row["epoch"]
-        for k in HISTORY_KEYS:
-            if k in row:
-                self.live.log_metric(k, row[k])
-        self.live.next_step()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
@@ -149,10 +142,7 @@ class History(keras.callbacks.Callback):
         row["epoch"] = epoch + 1
         row["seconds"] = time.perf_counter() - self.started
         self.history.append(row)
-        self._log(row)
-
-    def on_train_end(self, logs=None):
-        self.live.end()
+        write_json(self.path, {"history": history_rows(self.history)})
 
 
 # ---------------------------------------------------------------- fit
@@ -167,8 +157,8 @@ def fit(
     key: str,
     restore_best: bool = False,
 ) -> tuple[keras.Model, list[dict]]:
-    """Train `model` (compiled) for `epochs`, logging every epoch with dvclive into
-    plots/<stage>/ (history_dir); resumes from this stage's checkpoint when `key` matches.
+    """Train `model` (compiled) for `epochs`, writing every epoch's losses and accuracies to
+    plots/<stage>/history.json (study.history_file); resumes from this stage's checkpoint when `key` matches.
 
     restore_best (and early stopping, which implies it): end with the weights of the epoch
     of lowest val_loss, not of the last epoch. The epoch is chosen on the validation
@@ -176,8 +166,6 @@ def fit(
 
     Returns the trained model (the checkpoint's, when resumed) and the per-epoch history.
     """
-    from dvclive import Live
-
     history: list[dict] = []
     keep_best = restore_best or early_stopping > 0
     checkpoint = Checkpoint(stage, key, history, keep_best=keep_best)
@@ -188,8 +176,7 @@ def fit(
         history.extend(past)
     start = len(history)
 
-    live = Live(dir=str(history_dir(stage)), dvcyaml=None, save_dvc_exp=False)
-    callbacks = [History(history, live), checkpoint]
+    callbacks = [History(stage, history), checkpoint]
     if early_stopping:
         # Stops only; the best weights come from the checkpoint below, which (unlike
         # Keras' restore_best_weights) remembers epochs from before a resume.
@@ -206,8 +193,6 @@ def fit(
             callbacks=callbacks,
             verbose=1 if sys.stdout.isatty() else 2,  # progress bars only when interactive
         )
-    else:
-        live.end()
     if keep_best and best_epoch(history) != history[-1]["epoch"]:
         model.load_weights(checkpoint.best_weights(best_epoch(history)))
     return model, history
@@ -342,14 +327,14 @@ def restored(cfg: dict, history: list[dict]) -> dict:
 
 
 def save(stage: str, model: keras.Model, run: Run) -> None:
-    """Write the stage's model, its DVC metrics (kept_metrics) and its run record (summarize
-    and the machine, into dvclive's summary: training_record_file); then drop its checkpoint."""
+    """Write the stage's model, its DVC metrics (kept_metrics) and its history file with
+    the run record (summarize and the machine); then drop its checkpoint."""
     with atomic_path(model_file(stage), suffix=".keras") as tmp:
         model.save(tmp)
-    record_file = training_record_file(stage)
-    summary = json.loads(record_file.read_text()) if record_file.is_file() else {}  # dvclive's, at Live.end()
-    write_json(record_file, {**summary, **summarize(run.history, run.n_train, run.wall_seconds, **run.extra),
-                             **machine()})
+    write_json(history_file(stage), {
+        "history": history_rows(run.history),
+        "run": {**summarize(run.history, run.n_train, run.wall_seconds, **run.extra), **machine()},
+    })
     write_json(metrics_file(stage), kept_metrics(run.history, run.extra.get("restored_epoch")))
     shutil.rmtree(checkpoints_dir() / stage, ignore_errors=True)
 
@@ -362,18 +347,18 @@ def kept_metrics(history: list[dict], restored_epoch: int | None) -> dict:
 
 
 def summarize(history: list[dict], n_train: int, wall_seconds: float, **extra) -> dict:
-    """A run's record: final and best losses and accuracies, and what it cost."""
+    """A run's record: the last epoch's and the best losses and accuracies, and what it
+    cost. (The kept epoch and its validation accuracy are the stage's DVC metrics.)"""
     best = best_row(history)
     last = history[-1]
     seconds = statistics.median(r["seconds"] for r in history)
     return {
-        "val_accuracy": last["val_accuracy"],
-        "val_loss": last["val_loss"],
-        "train_accuracy": last["accuracy"],
-        "train_loss": last["loss"],
+        "final_train_loss": last["loss"],
+        "final_train_accuracy": last["accuracy"],
+        "final_val_loss": last["val_loss"],
+        "final_val_accuracy": last["val_accuracy"],
         "best_val_loss": best["val_loss"],
         "best_val_loss_epoch": best["epoch"],
-        "val_accuracy_at_best_val_loss": best["val_accuracy"],
         "max_val_accuracy": max(r["val_accuracy"] for r in history),
         "epochs_run": len(history),
         "seconds_per_epoch": round(seconds, 3),

@@ -122,8 +122,8 @@ class Study:
         self.image_size = load_params("split")["split"]["image_size"]
         try:
             self.classes = read_classes()
-        except (FileNotFoundError, ValueError, KeyError, IndexError) as e:
-            raise UserError(f"class names unreadable: {e}") from None
+        except FileNotFoundError as e:  # a damaged file is read_classes' own UserError
+            raise UserError(str(e)) from None
         self.max_upload_bytes, self.max_pixels = max_upload_bytes, max_pixels
         self.metrics = metrics_on_test()
         # TensorFlow warns that five models traced five predict functions; it is meant.

@@ -113,9 +113,6 @@ def class_names() -> tuple[str, str]:
     except FileNotFoundError:
         raise UserError(f"{CLASSES_FILE} not found (it names the two classes): run `dvc pull` or "
                         "`dvc repro split`") from None
-    except (ValueError, KeyError, TypeError, IndexError) as e:
-        raise UserError(f"{CLASSES_FILE} does not name two classes ({type(e).__name__}: {e}): "
-                        "run `dvc pull` or `dvc repro split`") from None
     return negative, positive
 
 

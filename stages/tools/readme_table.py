@@ -1,6 +1,6 @@
 """Fill the README's results table from evaluate's record (metrics/runs/evaluate.json), and
 its per-stage table (epochs, epoch kept, wall time, images/s, CPU, precision) from each
-stage's DVC metrics and run record (metrics/<stage>.json, plots/<stage>/metrics.json,
+stage's DVC metrics and run record (metrics/<stage>.json, plots/<stage>/history.json,
 plots/extract_features/record.json: see stages/lib/study.py); never by hand:
 
     python -m stages.tools.readme_table            # rewrite the tables in README.md
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from stages.lib.study import (DESCRIPTIONS, FEATURES_RECORD_FILE, METRICS_DIR, MODEL_NAMES, PLOTS_DIR, README_FILE,
-                              metrics_file, run_file, training_record_file)
+                              feature_passes, history_file, metrics_file, run_file)
 
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
@@ -147,10 +147,11 @@ def stage_table(root: Path) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     total = 0.0
     for stage in ("extract_features", *MODEL_NAMES):
-        record_path = root / (FEATURES_RECORD_FILE if stage == "extract_features"
-                              else training_record_file(stage, PLOTS_DIR))
+        record_path = root / (FEATURES_RECORD_FILE if stage == "extract_features" else history_file(stage, PLOTS_DIR))
         metrics_path = root / metrics_file(stage, METRICS_DIR)
         r = read_record(record_path)
+        if r is not None and stage != "extract_features":
+            r = r.get("run") or None  # a history without its record: the stage did not finish
         m = None if stage == "extract_features" else read_record(metrics_path)
         missing = record_path if r is None else metrics_path if m is None and stage != "extract_features" else None
         if missing is not None:
@@ -160,9 +161,8 @@ def stage_table(root: Path) -> str:
         machine = f"{r.get('cpu', '?')} ({r.get('cpu_kind', '?')})"
         wall = f"{r.get('wall_seconds', 0) / 60:.1f} min"
         if stage == "extract_features":
-            done = f"{r['images']} images at {r['images_per_second']}/s"
-            if r.get("bank_images"):
-                done += f"; bank {r['bank_images']} at {r['bank_images_per_second']}/s"
+            done = "; ".join(f"{p['pass']} {p['images']} images at {p['images_per_second']}/s"
+                             for p in feature_passes(r).values())
             rows.append(f"| `{stage}` | {done} | | {wall} | | | {machine} | {r.get('precision', '?')} |")
             continue
         try:
@@ -173,7 +173,7 @@ def stage_table(root: Path) -> str:
             raise TableError(f"{metrics_path} or {record_path} has no {e}: written by an older run of {stage}, "
                              "rerun it (dvc repro)") from None
     rows += ["", f"Training and feature extraction: {total / 60:.0f} min in all, from `{METRICS_DIR.as_posix()}/<stage>.json` "
-             f"and the run records (`{training_record_file('<stage>', PLOTS_DIR).as_posix()}`, "
+             f"and the run records (`{history_file('<stage>', PLOTS_DIR).as_posix()}`, "
              f"`{FEATURES_RECORD_FILE.as_posix()}`) by `python -m stages.tools.readme_table`. A stage that kept its best "
              "epoch (`restore_best`) shows that epoch's validation accuracy."]
     return "\n".join(rows)

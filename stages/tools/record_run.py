@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from stages.lib.study import (CLASSES_FILE, DESCRIPTIONS, FEATURES_RECORD_FILE, MODEL_NAMES, PLOTS_DIR, metrics_file,
-                              run_file, model_scores_file, training_record_file)
+                              history_file, run_file, model_scores_file, training_record)
 from stages.tools.predict import best_on_validation
 
 PARAMS_FILE = "params.yaml"
@@ -107,7 +107,7 @@ def summary(root: Path) -> dict:
     for name in MODEL_NAMES:
         test = read_json(root / model_scores_file(name))
         trained = read_json(root / metrics_file(name))
-        cost = read_json(root / training_record_file(name))
+        cost = training_record(root / history_file(name))
         wall += cost["wall_seconds"]
         machine = {k: cost.get(k) for k in ("cpu", "cpu_kind", "precision")}
         models[name] = {"accuracy": test["accuracy"], "ci_low": test["ci_low"], "ci_high": test["ci_high"],
