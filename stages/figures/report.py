@@ -52,8 +52,10 @@ def evaluation_figures(results: dict, predictions: dict, out_dir: Path, classes:
 
     names = list(results)
     acc = np.array([results[m]["accuracy"] for m in names])
-    low = acc - np.array([results[m]["accuracy_ci_low"] for m in names])
-    high = np.array([results[m]["accuracy_ci_high"] for m in names]) - acc
+    # clipped at 0: at an accuracy of 0 or 1 the Wilson bound can miss it by float round-off
+    # (1e-17), and matplotlib refuses a negative error bar
+    low = np.clip(acc - np.array([results[m]["accuracy_ci_low"] for m in names]), 0, None)
+    high = np.clip(np.array([results[m]["accuracy_ci_high"] for m in names]) - acc, 0, None)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.barh(names, acc, xerr=[low, high], color="#3b6ea8", capsize=4)
     for y, a in enumerate(acc):
