@@ -428,7 +428,8 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
     from stages.lib import diagnosis
     from stages.lib.metrics import CALIBRATION_BINS
     from stages.lib.outputs import write_text
-    from stages.lib.study import MODELS
+    from stages.lib.seeds import read_records, seed_table
+    from stages.lib.study import MODELS, seeds_dir
 
     def link(target: Path) -> str:
         return Path(os.path.relpath(target, path.parent)).as_posix()
@@ -485,6 +486,11 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
         ]
     if compared and pairs:
         lines += comparison_section(compared)
+    seeds = read_records(seeds_dir(plots_dir))
+    if seeds:
+        lines += ["## How much is luck: three seeds", "",
+                  "The whole study rerun with other values of `train.seed` (weights, batch order, augmentation), "
+                  "all else equal:", "", *seed_table(seeds, seeds_dir(plots_dir)), ""]
     lines += [
         "## Training runs",
         "",
