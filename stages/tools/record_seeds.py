@@ -9,8 +9,9 @@ committed (`git show <rev>:<path>`) it reads params.yaml, each model's test metr
 records of the timed stages, and writes plots/experiments/seeds/seed-<N>.json (seed, name,
 commit, per model the test metrics and extended-test accuracy, per stage wall seconds, their
 total, CPU, CPU kind, precision). Refused, one line, exit 2: a run whose params differ from
-the workspace's params.yaml in anything but train.seed, two runs of one seed, a run lacking
-a file (unfinished). The README's and the report's seed table (stages/lib/seeds.py) are
+the workspace's params.yaml in anything but train.seed (download.source and vgg16_weights
+may differ when its dvc.lock records the same split data), or whose dvc.lock records other
+code under stages/ than the workspace's; two runs of one seed; a run lacking a file (unfinished). The README's and the report's seed table (stages/lib/seeds.py) are
 drawn from these records.
 """
 
@@ -25,9 +26,11 @@ from pathlib import Path
 import yaml
 
 from stages.lib.seeds import stage_record_files
-from stages.lib.study import MODEL_NAMES, PLOTS_DIR, TEST_METRICS, model_scores_file, run_file, seed_record_file
+from stages.lib.study import MODEL_NAMES, PLOTS_DIR, SPLIT_DIR, TEST_METRICS, model_scores_file, run_file, seed_record_file
 
 PARAMS_FILE = Path("params.yaml")
+LOCK_FILE = Path("dvc.lock")  # the code each stage ran: a seed must have run the workspace's
+WHERE_FROM = ("download.source ", "download.vgg16_weights ")  # may differ when the split data are the same
 SEED_KEY = ("train", "seed")
 WORKSPACE = "workspace"
 
@@ -91,15 +94,41 @@ def differences(params: dict, reference: dict) -> list[str]:
             for k in sorted(set(ran) | set(ours), key=str) if k != SEED_KEY and ran.get(k) != ours.get(k)]
 
 
-def seed_record(name: str, workspace_params: dict) -> dict:
+def code_hashes(lock_text: str) -> dict[tuple[str, str], str]:
+    """{(stage, code file): md5} of the stages/ deps a dvc.lock records: the code each stage ran."""
+    stages = (yaml.safe_load(lock_text) or {}).get("stages", {})
+    return {(stage, dep["path"]): dep.get("md5") for stage, entry in stages.items()
+            for dep in entry.get("deps", []) if dep["path"].startswith("stages/")}
+
+
+def split_data(lock_text: str) -> str | None:
+    """The md5 dvc.lock records of the split data (data/split): the same images in each split."""
+    split = (yaml.safe_load(lock_text) or {}).get("stages", {}).get("split", {})
+    return next((out.get("md5") for out in split.get("outs", []) if out["path"] == SPLIT_DIR.as_posix()), None)
+
+
+def seed_record(name: str, workspace_params: dict, workspace_code: dict, workspace_split: str | None) -> dict:
     """What a run committed, as its seed record; SeedError if it is no seed of the workspace's study."""
     commit = resolve(name)
     read = reader(name, commit)
     params = yaml.safe_load(read(PARAMS_FILE))
+    seed = (params.get("train") or {}).get("seed") if isinstance(params, dict) else None
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise SeedError(f"{name}: params.yaml has train.seed = {json.dumps(seed)}; a seed record needs an integer")
+    lock = read(LOCK_FILE)
     changed = differences(params, workspace_params)
+    if split_data(lock) is not None and split_data(lock) == workspace_split:
+        # where the images and weights were read from (a local copy, another URL) is no
+        # difference when the split data are the same files
+        changed = [c for c in changed if not c.startswith(WHERE_FROM)]
     if changed:
         raise SeedError(f"{name}: params.yaml differs from the workspace's beyond train.seed ({'; '.join(changed)}): "
                         "a seed table compares seeds only; run it with -S train.seed=N alone")
+    other_code = sorted(f"{path} ({stage})" for key, md5 in code_hashes(lock).items()
+                        for stage, path in [key] if workspace_code.get(key) != md5)
+    if other_code:
+        raise SeedError(f"{name}: ran other code than the workspace's {LOCK_FILE} records ({', '.join(other_code[:3])}"
+                        f"{', ...' if len(other_code) > 3 else ''}): a seed table compares seeds only; rerun it")
     try:
         evaluate = json.loads(read(run_file("evaluate")))
         models = {}
@@ -114,7 +143,7 @@ def seed_record(name: str, workspace_params: dict) -> dict:
     machine = {key: ", ".join(dict.fromkeys(str(r.get(key)) for r in stages.values()))
                for key in ("cpu", "cpu_kind", "precision")}
     head = git("rev-parse", "HEAD").stdout.strip() if commit is None else commit
-    return {"seed": params["train"]["seed"], "name": name, "commit": head, "workspace": commit is None,
+    return {"seed": seed, "name": name, "commit": head, "workspace": commit is None,
             "models": models, "wall_seconds": wall, "total_wall_seconds": round(sum(wall.values()), 1), **machine}
 
 
@@ -123,7 +152,11 @@ def record_seeds(names: list[str], plots_dir: Path = PLOTS_DIR) -> list[Path]:
     if not PARAMS_FILE.is_file():
         raise SeedError(f"{PARAMS_FILE} not found: run this in the project folder")
     workspace_params = yaml.safe_load(PARAMS_FILE.read_text())
-    records = [seed_record(name, workspace_params) for name in names]
+    if not LOCK_FILE.is_file():
+        raise SeedError(f"{LOCK_FILE} not found: run the study first (dvc repro)")
+    workspace_lock = LOCK_FILE.read_text()
+    workspace_code, workspace_split = code_hashes(workspace_lock), split_data(workspace_lock)
+    records = [seed_record(name, workspace_params, workspace_code, workspace_split) for name in names]
     by_seed: dict[int, str] = {}
     for r in records:
         if r["seed"] in by_seed:
