@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from stages.lib.study import MODEL_NAMES
+from stages.lib.study import MODEL_NAMES, seeds_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -100,6 +100,9 @@ def make_project(path: Path, params: dict) -> Path:
         else:
             shutil.copy(src, path / name)
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # evaluate's dep on the seed records: the folder with its README, none of this project's records
+    (path / seeds_dir()).mkdir(parents=True)
+    shutil.copy(ROOT / seeds_dir() / "README.md", path / seeds_dir() / "README.md")
     git(path, "init", "-q")
     git(path, "config", "user.email", "tests@example.com")
     git(path, "config", "user.name", "tests")

@@ -332,3 +332,16 @@ def test_gradcam_choice_errors_then_the_most_confident_right_cats_and_dogs():
     assert errors.tolist() == [2, 4] and cats.tolist() == [1, 0] and dogs.tolist() == [5, 3]
     errors, cats, dogs = gradcam_choice(labels, labels * 1.0, k=8)
     assert errors.tolist() == [] and cats.tolist() == [0, 1, 2, 6] and dogs.tolist() == [3, 4, 5]
+
+
+def test_the_accuracy_figure_takes_a_perfect_and_a_null_score(tmp_path):
+    """4 of 4 right: the Wilson upper bound is 0.9999999999999999, below the accuracy by
+    round-off; the error bar is clipped at 0 instead of stopping `evaluate`."""
+    labels = np.array([0, 0, 1, 1])
+    results = {"right": scored(labels, np.array([0.1, 0.2, 0.8, 0.9])),
+               "wrong": scored(labels, np.array([0.9, 0.8, 0.2, 0.1]))}
+    assert results["right"]["accuracy"] == 1.0 and results["right"]["accuracy_ci_high"] < 1.0
+    predictions = {m: prediction_frame(labels, [0.1, 0.2, 0.8, 0.9] if m == "right" else [0.9, 0.8, 0.2, 0.1])
+                   for m in results}
+    report.evaluation_figures(results, predictions, tmp_path, ("cat", "dog"))
+    assert (tmp_path / "accuracy.png").is_file()

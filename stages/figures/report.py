@@ -53,8 +53,10 @@ def evaluation_figures(results: dict, predictions: dict, out_dir: Path, classes:
 
     names = list(results)
     acc = np.array([results[m]["accuracy"] for m in names])
-    low = acc - np.array([results[m]["accuracy_ci_low"] for m in names])
-    high = np.array([results[m]["accuracy_ci_high"] for m in names]) - acc
+    # clipped at 0: at an accuracy of 0 or 1 the Wilson bound can miss it by float round-off
+    # (1e-17), and matplotlib refuses a negative error bar
+    low = np.clip(acc - np.array([results[m]["accuracy_ci_low"] for m in names]), 0, None)
+    high = np.clip(np.array([results[m]["accuracy_ci_high"] for m in names]) - acc, 0, None)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.barh(names, acc, xerr=[low, high], color="#3b6ea8", capsize=4)
     for y, a in enumerate(acc):
@@ -423,7 +425,8 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
     from stages.lib import diagnosis
     from stages.lib.metrics import CALIBRATION_BINS
     from stages.lib.outputs import write_text
-    from stages.lib.study import MODELS
+    from stages.lib.seeds import read_records, seed_table
+    from stages.lib.study import MODELS, seeds_dir
 
     def link(target: Path) -> str:
         return Path(os.path.relpath(target, path.parent)).as_posix()
@@ -480,6 +483,11 @@ def study_report(results: dict, models: dict[str, str], plots_dir: Path, path: P
         ]
     if compared and pairs:
         lines += comparison_section(compared)
+    seeds = read_records(seeds_dir(plots_dir))
+    if seeds:
+        lines += ["## How much is luck: three seeds", "",
+                  "The whole study rerun with other values of `train.seed` (weights, batch order, augmentation), "
+                  "all else equal:", "", *seed_table(seeds, seeds_dir(plots_dir)), ""]
     lines += [
         "## Training runs",
         "",
