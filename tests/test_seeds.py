@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from helpers import ROOT, dvc, git, make_project, ran_stages, tiny_params, write_kaggle_folder
-from stages.lib.seeds import SEEDS, read_records, run_commands, seed_table, stage_record_files
+from stages.lib.seeds import SEEDS, read_records, run_commands, seed_table, stage_record, stage_record_files
 from stages.lib.study import MODEL_NAMES, TEST_METRICS, model_scores_file, seed_record_file, seeds_dir
 
 
@@ -133,7 +133,7 @@ def test_seed_records_of_dvc_experiments_fill_the_readme_and_the_report(tmp_path
             assert "extended_accuracy" in scores
             assert {k: r["models"][model][k] for k in TEST_METRICS} == {k: scores[k] for k in TEST_METRICS}
         for stage, path in stage_record_files().items():
-            ran = committed(project, rev, path)
+            ran = stage_record(stage, committed(project, rev, path))
             assert r["wall_seconds"][stage] == ran["wall_seconds"] and r["cpu_kind"] == ran["cpu_kind"]
         assert r["total_wall_seconds"] == round(sum(r["wall_seconds"].values()), 1)
     records = read_records(project / seeds_dir())
