@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from helpers import ROOT, TRAINING_STAGES, dvc, git, make_project, ran_stages, tiny_params, write_kaggle_folder
-from stages.lib.study import read_history
+from stages.lib.study import read_history, seeds_dir
 
 pytestmark = pytest.mark.slow  # every test reads one `dvc repro` of the whole pipeline
 
@@ -406,6 +406,7 @@ def test_a_wiped_workspace_comes_back_without_retraining(project):
             dvc(project, "commit", "-f")
         for name in ("data", "metrics", "plots"):
             shutil.rmtree(project / name)
+        git(project, "checkout", "--", seeds_dir().as_posix())  # git-kept and no stage's output: a clone has it
         result = dvc(project, "repro")
         assert ran_stages(result.stdout) == reran, result.stdout
         assert "Stage 'train_custom' is cached - skipping run, checking out outputs" in result.stdout, result.stdout
