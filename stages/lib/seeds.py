@@ -62,6 +62,12 @@ def minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min"
 
 
+def run_name(record: dict) -> str:
+    """How the table names a run: the experiment or revision, or `dvc repro` for the
+    workspace's own run (the committed study, when the records are committed with it)."""
+    return "`dvc repro`, the workspace" if record.get("workspace") else f"`{record['name']}`"
+
+
 def seed_table(records: list[dict], folder: Path | None = None) -> list[str]:
     """Markdown lines: per model the test accuracy of each seed, their mean and sample
     standard deviation, the extended-test mean, and the mean against the model's bar; then
@@ -88,7 +94,7 @@ def seed_table(records: list[dict], folder: Path | None = None) -> list[str]:
         extended_mean = f"{statistics.fmean(extended):.3f}" if None not in extended else "-"
         rows.append(f"| {DESCRIPTIONS[name]} | `{name}` | " + " | ".join(f"{s['accuracy']:.3f}" for s in scores)
                     + f" | {mean:.3f} ({'-' if sd is None else f'{sd:.3f}'}) | {extended_mean} | {bar_text(name, mean)} |")
-    runs = "; ".join(f"seed {r['seed']} (`{r['name']}`): {minutes(r['total_wall_seconds'])} on {r['cpu']} "
+    runs = "; ".join(f"seed {r['seed']} ({run_name(r)}): {minutes(r['total_wall_seconds'])} on {r['cpu']} "
                      f"({r['cpu_kind']}, {r['precision']})" for r in records)
     missing = [s for s in SEEDS if s not in seeds]
     rows += ["", f"Test accuracy per seed: the same params and data, only `train.seed` differs. {fixed} "
