@@ -111,7 +111,7 @@ def test_the_default_seeds_record_is_the_committed_run():
     is this commit's run: its test metrics are the committed metrics/test files, its wall
     times the committed run records. No such record: nothing to compare, and the README's seed
     block must then say none is recorded (test_readme_tables_are_the_committed_metrics)."""
-    from stages.lib.seeds import stage_record_files
+    from stages.lib.seeds import stage_record, stage_record_files
     from stages.lib.study import MODEL_NAMES, TEST_METRICS, model_scores_file, seed_record_file
 
     path = ROOT / seed_record_file(PARAMS["train"]["seed"])
@@ -122,7 +122,8 @@ def test_the_default_seeds_record_is_the_committed_run():
         scores = json.loads((ROOT / model_scores_file(model)).read_text())
         assert {k: record["models"][model].get(k) for k in TEST_METRICS} == {k: scores.get(k) for k in TEST_METRICS}, \
             f"{path.relative_to(ROOT)}: {model} is not the committed run; rerun stages.tools.record_seeds"
-    walls = {stage: json.loads((ROOT / p).read_text())["wall_seconds"] for stage, p in stage_record_files().items()}
+    walls = {stage: stage_record(stage, json.loads((ROOT / p).read_text()))["wall_seconds"]
+             for stage, p in stage_record_files().items()}
     assert record["wall_seconds"] == walls, f"{path.relative_to(ROOT)}: the wall times are not the committed run's"
 
 
