@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +178,10 @@ def headless_chromium(profile: Path, window: str = "1300,1000"):
         yield driver
     finally:
         driver.quit()
+
+
+def terminal_sigint() -> None:
+    """A subprocess preexec_fn: Ctrl-C's SIGINT acts on the child as in a terminal, even
+    where the test runner ignores it (a job started in the background with `&` passes
+    SIGINT on ignored, and the child would never see it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -29,7 +29,7 @@ import yaml
 from keras import layers
 from PIL import Image
 
-from helpers import ROOT, SHARED_IMAGES, headless_chromium, shared_missing, synthetic_image
+from helpers import ROOT, SHARED_IMAGES, headless_chromium, shared_missing, synthetic_image, terminal_sigint
 
 from stages.lib.study import MODEL_NAMES, SUMMARY_FIGURES, classes_record, model_figure, model_scores_file
 
@@ -93,10 +93,9 @@ def project(tmp_path_factory) -> Path:
 
 def page_process(cwd: Path, log: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    # Ctrl-C's SIGINT reaches it as in a terminal, even where the test runner ignores it.
-    default_sigint = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if os.name == "posix" else None
     return subprocess.Popen([sys.executable, "-m", "stages.tools.page", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, preexec_fn=default_sigint)
+                            stdout=subprocess.PIPE, stderr=open(log, "w"), text=True,
+                            preexec_fn=terminal_sigint if os.name == "posix" else None)
 
 
 @pytest.fixture(scope="module")
