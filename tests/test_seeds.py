@@ -60,6 +60,18 @@ def test_one_seed_has_no_deviation_and_the_missing_seeds_are_named():
     assert "Not recorded yet: seed 43, 44." in lines[-1]
 
 
+def test_a_resumed_stage_counts_its_epochs_not_its_last_sessions_wall_seconds():
+    from stages.tools.record_seeds import epoch_seconds
+
+    # 160 epochs at 12 s, resumed at epoch 106: its last session's 660 s cover 55 epochs.
+    assert epoch_seconds({"epochs_run": 160, "seconds_per_epoch": 12.0, "wall_seconds": 660.0}) == 1920.0
+    # The bank's frozen pass counts too; a run in one session stands at its wall seconds.
+    assert epoch_seconds({"epochs_run": 10, "seconds_per_epoch": 30.0, "frozen_seconds": 100.0,
+                          "wall_seconds": 150.0}) == 400.0
+    assert epoch_seconds({"epochs_run": 160, "seconds_per_epoch": 12.0, "wall_seconds": 1930.0}) == 0.0
+    assert epoch_seconds({"images": 4000, "wall_seconds": 600.0}) == 0.0  # extract_features: no epochs
+
+
 def test_without_records_the_table_says_how_to_make_them(tmp_path):
     assert read_records(tmp_path / "absent") == [] and read_records(tmp_path) == []
     [line] = seed_table([])
@@ -135,7 +147,7 @@ def test_seed_records_of_dvc_experiments_fill_the_readme_and_the_report(tmp_path
         for stage, path in stage_record_files().items():
             ran = stage_record(stage, committed(project, rev, path))
             assert r["wall_seconds"][stage] == ran["wall_seconds"] and r["cpu_kind"] == ran["cpu_kind"]
-        assert r["total_wall_seconds"] == round(sum(r["wall_seconds"].values()), 1)
+        assert r["resumed"] == [] and r["total_wall_seconds"] == round(sum(r["wall_seconds"].values()), 1)
     records = read_records(project / seeds_dir())
     assert [r["seed"] for r in records] == sorted(revs)
 

@@ -2,17 +2,19 @@
 
     python -m stages.tools.record_seeds workspace seed-43 seed-44
 
-Each argument is a DVC experiment name (`dvc exp run -n seed-43 ...`, found under
-refs/exps), any git revision, or `workspace` (the working tree). From what that run
-committed (`git show <rev>:<path>`) it reads params.yaml, each model's test metrics
-(metrics/test/<model>.json), evaluate's record (metrics/runs/evaluate.json) and the run
-records of the timed stages, and writes plots/experiments/seeds/seed-<N>.json (seed, name,
-commit, per model the test metrics and extended-test accuracy, per stage wall seconds, their
-total, CPU, CPU kind, precision). Refused, one line, exit 2: a run whose params differ from
-the workspace's params.yaml in anything but train.seed (download.source and vgg16_weights
-may differ when its dvc.lock records the same split data), or whose dvc.lock records other
-code under stages/ than the workspace's; two runs of one seed; a run lacking a file (unfinished). The README's and the report's seed table (stages/lib/seeds.py) are
-drawn from these records.
+Each argument is a DVC experiment name (`dvc exp run -n seed-43 ...`, found under refs/exps),
+any git revision, or `workspace` (the working tree). From what that run committed (`git show
+<rev>:<path>`) it reads params.yaml, each model's test metrics (metrics/test/<model>.json),
+evaluate's record (metrics/runs/evaluate.json) and the run records of the timed stages, and
+writes plots/experiments/seeds/seed-<N>.json (seed, name, commit, per model the test metrics
+and extended-test accuracy, per stage wall seconds, their total, CPU, CPU kind, precision). A
+stage resumed from its checkpoint records its last session's wall seconds only: the total
+counts its epochs instead, and `resumed` names it. Refused, one line, exit 2: a run whose
+params differ from the workspace's params.yaml in anything but train.seed (download.source and
+vgg16_weights may differ when its dvc.lock records the same split data), or whose dvc.lock
+records other code under stages/ than the workspace's; two runs of one seed; a run lacking a
+file (unfinished). The README's and the report's seed table (stages/lib/seeds.py) are drawn
+from these records.
 """
 
 from __future__ import annotations
@@ -107,6 +109,15 @@ def split_data(lock_text: str) -> str | None:
     return next((out.get("md5") for out in split.get("outs", []) if out["path"] == SPLIT_DIR.as_posix()), None)
 
 
+def epoch_seconds(record: dict) -> float:
+    """A training stage's time by its epochs (epochs x median seconds per epoch, plus the
+    frozen layers' pass), 0 for extract_features. A stage resumed from its checkpoint records
+    the wall seconds of its last session only; its epochs count them all. Within 2% of the
+    wall seconds it is no resume: the wall seconds stand."""
+    seconds = record.get("epochs_run", 0) * record.get("seconds_per_epoch", 0) + record.get("frozen_seconds", 0)
+    return seconds if seconds > 1.02 * record["wall_seconds"] else 0.0
+
+
 def seed_record(name: str, workspace_params: dict, workspace_code: dict, workspace_split: str | None) -> dict:
     """What a run committed, as its seed record; SeedError if it is no seed of the workspace's study."""
     commit = resolve(name)
@@ -138,13 +149,15 @@ def seed_record(name: str, workspace_params: dict, workspace_code: dict, workspa
                              "extended_n": (evaluate.get("extended") or {}).get(model, {}).get("n")}
         stages = {stage: stage_record(stage, json.loads(read(path))) for stage, path in stage_record_files().items()}
         wall = {stage: r["wall_seconds"] for stage, r in stages.items()}
+        spent = {stage: max(wall[stage], epoch_seconds(r)) for stage, r in stages.items()}
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise SeedError(f"{name}: its metrics or run records lack {e} (written by older code?): rerun it") from None
     machine = {key: ", ".join(dict.fromkeys(str(r.get(key)) for r in stages.values()))
                for key in ("cpu", "cpu_kind", "precision")}
     head = git("rev-parse", "HEAD").stdout.strip() if commit is None else commit
     return {"seed": seed, "name": name, "commit": head, "workspace": commit is None,
-            "models": models, "wall_seconds": wall, "total_wall_seconds": round(sum(wall.values()), 1), **machine}
+            "models": models, "wall_seconds": wall, "resumed": [s for s in stages if spent[s] > wall[s]],
+            "total_wall_seconds": round(sum(spent.values()), 1), **machine}
 
 
 def record_seeds(names: list[str], plots_dir: Path = PLOTS_DIR) -> list[Path]:
