@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import ROOT, dvc, make_project, ran_stages, tiny_params, write_kaggle_folder
+from helpers import ROOT, dvc, make_project, ran_stages, terminal_sigint, tiny_params, write_kaggle_folder
 from stages.lib.study import read_history
 
 EPOCHS = 6
@@ -182,3 +182,47 @@ def test_damaged_checkpoint_of_a_killed_run_does_not_block_the_stage(resumed, ki
     assert "resuming" not in output
     assert json.loads((project / "metrics/train_custom.json").read_text())["epochs"] == EPOCHS
     assert (project / "data/checkpoints/train_custom.unreadable").is_dir()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_is_one_line_and_the_run_resumes(tmp_path, random_vgg16_weights):
+    """Ctrl-C in a training stage run by hand: one line, exit 130, no traceback; the epochs
+    it finished stay in its checkpoint, and the next run goes on from there. (Download's
+    Ctrl-C: tests/test_hostile_download.py; every stage stops through params.run_stage.)"""
+    source = write_kaggle_folder(tmp_path / "images", per_class=24)
+    params = tiny_params(source, random_vgg16_weights)
+    params["train_custom"]["epochs"] = 40
+    project = make_project(tmp_path / "project", params)
+    dvc(project, "repro", "split")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("CATSDOGS_CHECKPOINTS", None)
+
+    def train_custom() -> subprocess.Popen:
+        # SIGINT as a terminal gives it, also when the suite itself runs in the background
+        return subprocess.Popen([sys.executable, "-m", "stages.train_custom"], cwd=project, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=terminal_sigint if os.name == "posix" else None)
+
+    stage = train_custom()
+    try:
+        deadline = time.monotonic() + 120
+        while completed_epochs(project) < 2:
+            assert stage.poll() is None, stage.communicate()
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.05)
+        stage.send_signal(signal.SIGINT)
+        out, err = stage.communicate(timeout=60)
+    finally:
+        if stage.poll() is None:
+            stage.kill()
+    assert stage.returncode == 128 + signal.SIGINT, (out, err)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: train_custom stopped by Ctrl-C (SIGINT); its temporary files were removed, rerun it "
+                      "to finish"], err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    done = completed_epochs(project)
+    assert 2 <= done < 40
+    out, err = train_custom().communicate(timeout=300)
+    assert f"resuming from data/checkpoints/train_custom after epoch {done}" in out, out + err
+    assert json.loads((project / "metrics/train_custom.json").read_text())["epochs"] == 40
+    assert curve_steps(project)["loss"] == list(range(1, 41))
