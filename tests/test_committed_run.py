@@ -127,6 +127,30 @@ def test_the_default_seeds_record_is_the_committed_run():
     assert record["wall_seconds"] == walls, f"{path.relative_to(ROOT)}: the wall times are not the committed run's"
 
 
+
+def test_the_other_seeds_records_are_their_runs(monkeypatch):
+    """Each committed seed record but the workspace's is what its run committed, read again
+    now by stages.tools.record_seeds from the run's commit (kept by a tag of the record's
+    name, `git tag seed-43 <commit>`): the same test metrics and wall times, params that
+    differ from this commit's in train.seed alone, the code this commit's dvc.lock records."""
+    from stages.lib.seeds import read_records
+    from stages.tools import record_seeds
+
+    others = [r for r in read_records(ROOT / "plots/experiments/seeds") if not r["workspace"]]
+    if not others:
+        return
+    absent = [r["name"] for r in others if subprocess.run(["git", "cat-file", "-e", f"{r['commit']}^{{commit}}"],
+                                                         cwd=ROOT, capture_output=True).returncode != 0]
+    if absent:
+        pytest.skip(f"the runs of {', '.join(absent)} are not in this clone: git fetch origin 'refs/tags/*:refs/tags/*'")
+    monkeypatch.chdir(ROOT)
+    lock = (ROOT / "dvc.lock").read_text()
+    for record in others:
+        again = record_seeds.seed_record(record["commit"], PARAMS, record_seeds.code_hashes(lock),
+                                         record_seeds.split_data(lock))
+        assert {**again, "name": record["name"]} == record, f"{record['name']}: its record is not its run's"
+
+
 def test_dvc_metrics_show_of_the_committed_run_fits_a_screen():
     """`dvc metrics show` of the committed files, printed in a terminal wide enough not to
     clip: at most 160 characters a line, one row per metrics file, the five test accuracies
