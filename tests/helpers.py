@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,44 @@ def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProces
     if check and result.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def start_queue(project: Path, jobs: int) -> None:
+    """`dvc queue start -j jobs`, its output to a file: the daemon it forks would otherwise
+    hold our pipes open, and the call would return only when its workers exit."""
+    exe = Path(sys.executable).with_name("dvc")
+    env = {**os.environ, "PYTHONPATH": str(project), "DVC_NO_ANALYTICS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    log = project.parent / "queue_start.log"
+    with open(log, "w") as out:
+        result = subprocess.run([str(exe), "queue", "start", "-j", str(jobs)], cwd=project, env=env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=120)
+    assert result.returncode == 0, f"dvc queue start failed:\n{log.read_text()}"
+
+
+def stop_queue(project: Path, grace: float = 30) -> None:
+    """`dvc queue stop`, then end any worker still alive after `grace` seconds: a celery
+    worker once hung at its shutdown on a busy 2-core machine, which would outlive the test."""
+    dvc(project, "queue", "stop", check=False)
+    if os.name != "posix":  # no signal 0 there (os.kill would terminate)
+        return
+    pids = []
+    for pid_file in (project / ".dvc/tmp/exps/celery").glob("*.pid"):
+        with contextlib.suppress(ValueError, OSError):
+            pids.append(int(pid_file.read_text().strip()))
+    deadline = time.monotonic() + grace
+    while (pids := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except OSError:
+        return False
+    return True
 
 
 def make_project(path: Path, params: dict) -> Path:

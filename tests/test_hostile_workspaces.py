@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import dvc, make_project, ran_stages, tiny_params, write_kaggle_folder
+from helpers import dvc, make_project, ran_stages, start_queue, stop_queue, tiny_params, write_kaggle_folder
 
 pytestmark = pytest.mark.slow  # `dvc exp run --temp` and the queue, each running download and split
 
@@ -47,7 +47,7 @@ def test_relative_sources_in_the_queue(tmp_path, random_vgg16_weights, monkeypat
     project = project_with_relative_sources(tmp_path, random_vgg16_weights)
     dvc(project, "exp", "run", "--queue", "-S", "split.seed=7", "split")
     try:
-        dvc(project, "queue", "start", "-j", "1")
+        start_queue(project, 1)
         deadline = time.monotonic() + QUEUE_TIMEOUT
         while True:
             status = dvc(project, "queue", "status").stdout
@@ -56,7 +56,7 @@ def test_relative_sources_in_the_queue(tmp_path, random_vgg16_weights, monkeypat
             assert time.monotonic() < deadline, f"queue not done after {QUEUE_TIMEOUT} s:\n{status}"
             time.sleep(2)
     finally:
-        dvc(project, "queue", "stop", check=False)
+        stop_queue(project)
     name = next(line.split()[0] for line in status.splitlines() if "Success" in line or "Failed" in line)
     log = dvc(project, "queue", "logs", name, check=False).stdout
     assert "Success" in status, f"{status}\n{log}"

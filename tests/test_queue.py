@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import dvc, git, make_project, ran_stages, tiny_params, write_kaggle_folder
+from helpers import dvc, git, make_project, ran_stages, start_queue, stop_queue, tiny_params, write_kaggle_folder
 
 pytestmark = pytest.mark.slow  # a `dvc repro`, then two queued experiments
 
@@ -66,7 +66,7 @@ def test_two_queued_experiments_run_in_parallel(tmp_path, random_vgg16_weights, 
         dvc(project, "exp", "run", "--queue", "-S", f"{TARGET}.learning_rate={rate}", TARGET)
     assert dvc(project, "queue", "status").stdout.count("Queued") == 2
     try:
-        dvc(project, "queue", "start", "-j", "2")
+        start_queue(project, 2)
         deadline = time.monotonic() + QUEUE_TIMEOUT
         while True:
             status = dvc(project, "queue", "status").stdout
@@ -76,7 +76,7 @@ def test_two_queued_experiments_run_in_parallel(tmp_path, random_vgg16_weights, 
             assert time.monotonic() < deadline, f"queue not done after {QUEUE_TIMEOUT} s:\n{status}"
             time.sleep(3)
     finally:
-        dvc(project, "queue", "stop", check=False)
+        stop_queue(project)
 
     shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
     exps = experiments(shown)
