@@ -219,6 +219,15 @@ def headless_chromium(profile: Path, window: str = "1300,1000"):
         driver.quit()
 
 
+def run_stage_process(module: str, cwd: Path, env: dict | None = None, **popen) -> subprocess.Popen:
+    """A stage run by hand (`python -m stages.<name>` in cwd), its output piped as text, with
+    SIGINT as a terminal gives it; `env` adds to this environment."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", module], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=terminal_sigint if os.name == "posix" else None, **popen)
+
+
 def terminal_sigint() -> None:
     """A subprocess preexec_fn: Ctrl-C's SIGINT acts on the child as in a terminal, even
     where the test runner ignores it (a job started in the background with `&` passes

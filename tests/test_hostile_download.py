@@ -8,10 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
-import os
 import signal
-import subprocess
-import sys
 import time
 import zipfile
 from http.server import BaseHTTPRequestHandler
@@ -21,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import ROOT, jpeg_bytes, local_http_server, terminal_sigint
+from helpers import ROOT, jpeg_bytes, local_http_server, run_stage_process
 from stages import download
 from stages.lib import sources
 from stages.lib.params import UserError
@@ -326,14 +323,6 @@ def test_all_sources_failing_is_one_line_naming_each(server, tmp_path):
 
 
 # ---------------------------------------------------------------- killed runs
-
-
-def run_stage_process(module: str, cwd: Path, **popen) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.Popen(
-        [sys.executable, "-m", module], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=terminal_sigint if os.name == "posix" else None, **popen
-    )
 
 
 def write_params(folder: Path, source) -> None:

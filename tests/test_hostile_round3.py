@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import os
 import subprocess
-import sys
 import time
 import zipfile
 from http.server import BaseHTTPRequestHandler
@@ -21,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, jpeg_bytes, local_http_server, write_kaggle_folder
+from helpers import ROOT, jpeg_bytes, local_http_server, run_stage_process, write_kaggle_folder
 from stages.lib import sources
 from stages.lib.params import UserError
 
@@ -54,12 +52,6 @@ def small_disk(path: Path, size: str):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=True)
-
-
-def run_stage_process(module: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", module], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
 
 
 def write_params(folder: Path, **sections) -> None:

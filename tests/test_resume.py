@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import ROOT, dvc, make_project, ran_stages, terminal_sigint, tiny_params, write_kaggle_folder
+from helpers import ROOT, dvc, make_project, ran_stages, run_stage_process, tiny_params, write_kaggle_folder
 from stages.lib.study import read_history
 
 EPOCHS = 6
@@ -194,16 +194,7 @@ def test_ctrl_c_during_training_is_one_line_and_the_run_resumes(tmp_path, random
     params["train_custom"]["epochs"] = 40
     project = make_project(tmp_path / "project", params)
     dvc(project, "repro", "split")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("CATSDOGS_CHECKPOINTS", None)
-
-    def train_custom() -> subprocess.Popen:
-        # SIGINT as a terminal gives it, also when the suite itself runs in the background
-        return subprocess.Popen([sys.executable, "-m", "stages.train_custom"], cwd=project, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=terminal_sigint if os.name == "posix" else None)
-
-    stage = train_custom()
+    stage = run_stage_process("stages.train_custom", project)
     try:
         deadline = time.monotonic() + 120
         while completed_epochs(project) < 2:
@@ -222,7 +213,7 @@ def test_ctrl_c_during_training_is_one_line_and_the_run_resumes(tmp_path, random
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     done = completed_epochs(project)
     assert 2 <= done < 40
-    out, err = train_custom().communicate(timeout=300)
+    out, err = run_stage_process("stages.train_custom", project).communicate(timeout=300)
     assert f"resuming from data/checkpoints/train_custom after epoch {done}" in out, out + err
     assert json.loads((project / "metrics/train_custom.json").read_text())["epochs"] == 40
     assert curve_steps(project)["loss"] == list(range(1, 41))
